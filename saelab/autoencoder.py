@@ -1,0 +1,210 @@
+"""Sparse autoencoder compatible with OpenAI's reference `Autoencoder` and its checkpoints.
+
+Maths (OpenAI, sparse_autoencoder/model.py):
+    latents = act(W_enc (x - pre_bias) + latent_bias)
+    recons  = W_dec latents + pre_bias
+TopK checkpoints expect layer-normed inputs: x is mean-centred and divided by (std + 1e-5)
+(unbiased std, torch's default), and decode undoes both.
+
+The decoder is held as `W_dec` [n_latents, d] so that a TopK decode is a gather of k rows
+(`embedding_bag`); the serialized form is OpenAI's `decoder.weight` [d, n_latents].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from saelab.errors import UserError
+
+LN_EPS = 1e-5
+OPENAI_BUFFERS = ("stats_last_nonzero", "latents_activation_frequency", "latents_mean_square")
+# OpenAI's own state_dict() of a TopK model also emits these; their loader then rejects them.
+OPENAI_ACTIVATION_KEYS = ("activation.k", "activation.postact_fn")
+
+
+@dataclass
+class SparseLatents:
+    """The k active latents of each input row: `indices` [N, k] and their `values` [N, k]."""
+
+    indices: Tensor
+    values: Tensor
+    n_latents: int
+
+    def to_dense(self) -> Tensor:
+        dense = self.values.new_zeros(*self.values.shape[:-1], self.n_latents)
+        return dense.scatter_(-1, self.indices, self.values)
+
+
+class Autoencoder(nn.Module):
+    """OpenAI-compatible SAE. `k=None` is ReLU; an int k is TopK (ReLU on the k largest)."""
+
+    def __init__(
+        self, n_latents: int, n_inputs: int, k: int | None = None, normalize: bool | None = None
+    ) -> None:
+        super().__init__()
+        if k is not None and not 0 < k <= n_latents:
+            raise ValueError(f"k must be in [1, n_latents={n_latents}], got {k}")
+        self.n_latents, self.n_inputs, self.k = n_latents, n_inputs, k
+        # OpenAI's loader treats TopK as meaning layer-normed inputs.
+        self.normalize = (k is not None) if normalize is None else normalize
+        self.pre_bias = nn.Parameter(torch.zeros(n_inputs))
+        self.W_enc = nn.Parameter(torch.zeros(n_latents, n_inputs))
+        self.latent_bias = nn.Parameter(torch.zeros(n_latents))
+        self.W_dec = nn.Parameter(torch.zeros(n_latents, n_inputs))
+        self.register_buffer("stats_last_nonzero", torch.zeros(n_latents, dtype=torch.long))
+        self.register_buffer("latents_activation_frequency", torch.ones(n_latents))
+        self.register_buffer("latents_mean_square", torch.zeros(n_latents))
+
+    @classmethod
+    def random(cls, n_latents: int, n_inputs: int, k: int | None = None, seed: int = 0,
+               normalize: bool | None = None) -> Autoencoder:
+        """An untrained SAE: random unit-norm decoder rows, encoder tied to the decoder."""
+        sae = cls(n_latents, n_inputs, k=k, normalize=normalize)
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            directions = torch.randn(n_latents, n_inputs, generator=generator)
+            sae.W_dec.copy_(directions / directions.norm(dim=-1, keepdim=True))
+            sae.W_enc.copy_(sae.W_dec)
+        return sae
+
+    @property
+    def activation_name(self) -> str:
+        return "ReLU" if self.k is None else "TopK"
+
+    # -- input normalisation ------------------------------------------------------------
+    def preprocess(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        if not self.normalize:
+            return x, {}
+        mu = x.mean(dim=-1, keepdim=True)
+        x = x - mu
+        std = x.std(dim=-1, keepdim=True)
+        return x / (std + LN_EPS), {"mu": mu, "std": std}
+
+    @staticmethod
+    def postprocess(recons: Tensor, info: dict[str, Tensor]) -> Tensor:
+        return recons * info["std"] + info["mu"] if info else recons
+
+    # -- dense path (OpenAI's API) ------------------------------------------------------
+    def encode_pre_act(self, x: Tensor) -> Tensor:
+        return F.linear(x - self.pre_bias, self.W_enc, self.latent_bias)
+
+    def activation(self, pre: Tensor) -> Tensor:
+        if self.k is None:
+            return F.relu(pre)
+        return self.as_sparse(pre).to_dense()
+
+    def encode(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        x, info = self.preprocess(x)
+        return self.activation(self.encode_pre_act(x)), info
+
+    def decode(self, latents: Tensor, info: dict[str, Tensor]) -> Tensor:
+        return self.postprocess(latents @ self.W_dec + self.pre_bias, info)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Returns (latents_pre_act, latents, recons), as OpenAI's reference does."""
+        x, info = self.preprocess(x)
+        pre = self.encode_pre_act(x)
+        latents = self.activation(pre)
+        return pre, latents, self.decode(latents, info)
+
+    # -- sparse TopK path ---------------------------------------------------------------
+    def as_sparse(self, pre: Tensor) -> SparseLatents:
+        assert self.k is not None, "the sparse path is for TopK autoencoders"
+        top = torch.topk(pre, self.k, dim=-1)
+        return SparseLatents(top.indices, F.relu(top.values), self.n_latents)
+
+    def encode_sparse(self, x: Tensor) -> tuple[SparseLatents, dict[str, Tensor]]:
+        x, info = self.preprocess(x)
+        return self.as_sparse(self.encode_pre_act(x)), info
+
+    def decode_sparse(self, latents: SparseLatents, info: dict[str, Tensor]) -> Tensor:
+        """Sum of the k selected decoder rows, weighted: never touches the other latents."""
+        flat_idx = latents.indices.reshape(-1, latents.indices.shape[-1])
+        flat_val = latents.values.reshape(flat_idx.shape)
+        recons = F.embedding_bag(flat_idx, self.W_dec, per_sample_weights=flat_val, mode="sum")
+        recons = recons.reshape(*latents.indices.shape[:-1], self.n_inputs) + self.pre_bias
+        return self.postprocess(recons, info)
+
+    # -- OpenAI serialization -----------------------------------------------------------
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        def value(t: Tensor) -> Tensor:
+            return t if keep_vars else t.detach()
+
+        destination[prefix + "pre_bias"] = value(self.pre_bias)
+        destination[prefix + "encoder.weight"] = value(self.W_enc)
+        destination[prefix + "latent_bias"] = value(self.latent_bias)
+        destination[prefix + "decoder.weight"] = value(self.W_dec).T
+        for name in OPENAI_BUFFERS:
+            destination[prefix + name] = value(getattr(self, name))
+        destination[prefix + "activation"] = self.activation_name
+        destination[prefix + "activation_state_dict"] = (
+            {} if self.k is None else {"k": self.k, "postact_fn": "ReLU"}
+        )
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict,
+        prefix: str,
+        local_metadata: dict,
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        targets = {
+            "pre_bias": self.pre_bias,
+            "encoder.weight": self.W_enc,
+            "latent_bias": self.latent_bias,
+            "decoder.weight": self.W_dec,
+            **{name: getattr(self, name) for name in OPENAI_BUFFERS},
+        }
+        for key, target in targets.items():
+            if prefix + key not in state_dict:
+                missing_keys.append(prefix + key)
+                continue
+            value = state_dict[prefix + key]
+            if key == "decoder.weight":
+                value = value.T
+            if value.shape != target.shape:
+                error_msgs.append(
+                    f"{prefix + key}: checkpoint shape {tuple(value.shape)} != model shape "
+                    f"{tuple(target.shape)}"
+                )
+                continue
+            with torch.no_grad():
+                target.copy_(value)
+        known = {*targets, "activation", "activation_state_dict", *OPENAI_ACTIVATION_KEYS}
+        if strict:
+            ours = (key for key in state_dict if key.startswith(prefix))
+            unexpected_keys.extend(key for key in ours if key[len(prefix):] not in known)
+
+    @classmethod
+    def from_state_dict(cls, state_dict: dict[str, Any], strict: bool = True) -> Autoencoder:
+        """Build from OpenAI's serialized dict (with or without `activation.k` entries)."""
+        required = ("pre_bias", "encoder.weight", "latent_bias", "decoder.weight", "activation")
+        missing = [key for key in required if key not in state_dict]
+        if missing:
+            raise UserError(
+                f"not an OpenAI-format SAE checkpoint: missing {', '.join(missing)} "
+                f"(found keys: {', '.join(sorted(map(str, state_dict))[:8])})"
+            )
+        activation = state_dict["activation"]
+        act_state = dict(state_dict.get("activation_state_dict") or {})
+        if activation == "TopK":
+            k = int(act_state.get("k", state_dict.get("activation.k", 0)))
+            postact = act_state.get("postact_fn", state_dict.get("activation.postact_fn", "ReLU"))
+            if postact != "ReLU":
+                raise UserError(f"unsupported TopK postact_fn {postact!r} (only ReLU)")
+        elif activation == "ReLU":
+            k = None
+        else:
+            raise UserError(f"unsupported SAE activation {activation!r} (ReLU or TopK)")
+        n_latents, n_inputs = state_dict["encoder.weight"].shape
+        sae = cls(n_latents, n_inputs, k=k)
+        sae.load_state_dict(state_dict, strict=strict)
+        return sae

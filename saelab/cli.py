@@ -1,0 +1,77 @@
+"""`saelab <command> [hydra overrides]`: a thin dispatcher onto one Hydra app per command."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue
+
+from saelab.errors import UserError, exit_with
+
+# command -> (module with `run(cfg)`, one-line description); each has conf/<command>.yaml.
+COMMANDS = {
+    "eval": ("saelab.run_eval", "evaluate an SAE at a hook of a model with evaluation plugins"),
+}
+USAGE = """usage: saelab <command> [hydra overrides] [-m]
+
+commands:
+{commands}
+
+examples:
+  saelab eval layer=6 location=resid_delta_mlp
+  saelab eval model=random_gpt2 data=random_tokens sae=file sae.path=sae.pt
+  saelab eval -m layer=0,1,2 location=resid_post_mlp,resid_delta_mlp
+  saelab eval --help          (Hydra's help: config groups and options)
+"""
+
+
+def config_dir() -> Path:
+    """Configs ship inside the wheel as saelab/conf; a source checkout keeps them in conf/."""
+    packaged = Path(__file__).parent / "conf"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "conf"
+
+
+def user_errors_exit_2(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Bad input ends with one line and exit code 2; loggers are closed either way."""
+
+    @wraps(run)
+    def task(cfg: DictConfig) -> Any:
+        try:
+            return run(cfg)
+        except MissingMandatoryValue as error:
+            exit_with(UserError(f"{error.full_key} needs a value: add {error.full_key}=..."))
+        except UserError as error:
+            exit_with(error)
+        finally:
+            close_wandb()
+
+    return task
+
+
+def close_wandb() -> None:
+    if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
+        sys.modules["wandb"].finish()
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    commands = "\n".join(f"  {name:8s} {desc}" for name, (_, desc) in COMMANDS.items())
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE.format(commands=commands))
+        raise SystemExit(0 if argv else 2)
+    command, overrides = argv[0], argv[1:]
+    if command not in COMMANDS:
+        exit_with(UserError(f"unknown command {command!r}; one of {', '.join(COMMANDS)} "
+                            "(saelab --help lists them)"))
+    import hydra
+
+    run = importlib.import_module(COMMANDS[command][0]).run
+    sys.argv = [f"saelab {command}", *overrides]
+    app = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=command)
+    app(user_errors_exit_2(run))()

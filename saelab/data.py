@@ -1,0 +1,199 @@
+"""Token contexts for evaluation: text (streamed from the hub or local files) or random ids.
+
+Documents are tokenised, joined with the end-of-text token and cut into fixed-length
+contexts (64 tokens by default, as OpenAI's GPT-2 SAEs were trained), each starting with
+BOS. The first position is excluded from metrics by default: GPT-2's first position is an
+attention sink with a huge residual norm that would dominate every average.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from saelab.errors import UserError
+
+
+class TokenSource(Protocol):
+    def contexts(self, tokenizer: Any, vocab_size: int, n: int, n_ctx: int, bos: int | None,
+                 seed: int) -> Tensor: ...
+
+
+class TextSource:
+    """Anything yielding documents as strings; packed into contexts by `pack`."""
+
+    name = "text"
+
+    def documents(self, seed: int) -> Iterator[str]:
+        raise NotImplementedError
+
+    def contexts(self, tokenizer: Any, vocab_size: int, n: int, n_ctx: int, bos: int | None,
+                 seed: int) -> Tensor:
+        return pack(self.documents(seed), tokenizer, n, n_ctx, bos, desc=f"tokenize {self.name}")
+
+
+class HubText(TextSource):
+    """A Hugging Face dataset, streamed (OpenWebText by default); needs the network."""
+
+    def __init__(self, path: str = "Skylion007/openwebtext", split: str = "train",
+                 text_field: str = "text", shuffle_buffer: int = 0) -> None:
+        self.path, self.split, self.text_field = path, split, text_field
+        self.shuffle_buffer = shuffle_buffer
+        self.name = path
+
+    def documents(self, seed: int) -> Iterator[str]:
+        import datasets
+
+        try:
+            stream = datasets.load_dataset(self.path, split=self.split, streaming=True)
+            if self.shuffle_buffer:
+                stream = stream.shuffle(seed=seed, buffer_size=self.shuffle_buffer)
+            for row in stream:
+                yield row[self.text_field]
+        except (ConnectionError, OSError) as error:
+            raise UserError(
+                f"could not stream {self.path} from the Hugging Face hub "
+                f"({str(error).splitlines()[0][:120]}); offline? use data=text_files "
+                "data.source.paths=[...] or data=random_tokens"
+            ) from None
+
+
+class TextFiles(TextSource):
+    """Local files: `.txt` is one document per file, `.jsonl` one `{"text": ...}` per line."""
+
+    def __init__(self, paths: list[str], text_field: str = "text") -> None:
+        self.paths = [Path(str(p)).expanduser() for p in paths or []]
+        self.text_field = text_field
+        self.name = ",".join(p.name for p in self.paths)
+        if not self.paths:
+            raise UserError("data=text_files needs files: data.source.paths=[a.txt,b.jsonl]")
+        missing = [str(p) for p in self.paths if not p.is_file()]
+        if missing:
+            raise UserError(f"data file not found: {', '.join(missing)}")
+
+    def documents(self, seed: int) -> Iterator[str]:
+        for path in self.paths:
+            if path.suffix == ".jsonl":
+                with open(path, encoding="utf-8") as f:
+                    for line_no, line in enumerate(f, 1):
+                        if line.strip():
+                            yield self._field(json.loads(line), path, line_no)
+            else:
+                yield path.read_text(encoding="utf-8")
+
+    def _field(self, row: dict, path: Path, line_no: int) -> str:
+        if self.text_field not in row:
+            raise UserError(f"{path}:{line_no} has no {self.text_field!r} field")
+        return row[self.text_field]
+
+
+class RandomTokens:
+    """Seeded uniform token ids: offline data for `random_gpt2` tests and benchmarks."""
+
+    name = "random_tokens"
+
+    def contexts(self, tokenizer: Any, vocab_size: int, n: int, n_ctx: int, bos: int | None,
+                 seed: int) -> Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        tokens = torch.randint(0, vocab_size, (n, n_ctx), generator=generator)
+        if bos is not None:
+            tokens[:, 0] = bos
+        return tokens
+
+
+def pack(documents: Iterable[str], tokenizer: Any, n: int, n_ctx: int, bos: int | None,
+         desc: str = "tokenize") -> Tensor:
+    """Join documents with end-of-text and cut up to `n` contexts of `n_ctx` tokens."""
+    body = n_ctx - (bos is not None)
+    eos = tokenizer.eos_token_id
+    out = torch.empty(n, n_ctx, dtype=torch.long)
+    buffer: list[int] = []
+    filled = 0
+    with tqdm(total=n, desc=desc, unit="ctx", leave=False) as bar:
+        for doc in documents:
+            buffer.extend(tokenizer(doc, add_special_tokens=False)["input_ids"])
+            buffer.append(eos)
+            while len(buffer) >= body and filled < n:
+                row = ([bos] if bos is not None else []) + buffer[:body]
+                out[filled] = torch.tensor(row)
+                del buffer[:body]
+                filled += 1
+                bar.update()
+            if filled == n:
+                break
+    return out[:filled]
+
+
+class TokenDataModule(L.LightningDataModule):
+    """Fixed-length token contexts for `test`, with the positions that count in metrics."""
+
+    def __init__(
+        self,
+        source: TokenSource,
+        n_tokens: int = 1 << 20,
+        n_ctx: int = 64,
+        batch_size: int = 32,
+        prepend_bos: bool = True,
+        exclude_first: bool = True,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.source, self.n_tokens, self.n_ctx = source, int(n_tokens), int(n_ctx)
+        self.batch_size, self.prepend_bos = batch_size, prepend_bos
+        self.exclude_first = exclude_first
+        self.seed, self.num_workers = seed, num_workers
+        self.tokens: Tensor | None = None
+
+    def prepare(self, tokenizer: Any, vocab_size: int, model_n_ctx: int) -> None:
+        """Tokenise once (called before `trainer.test`, since it needs the model's tokenizer)."""
+        if self.n_ctx > model_n_ctx:
+            raise UserError(f"data.n_ctx={self.n_ctx} exceeds the model's context {model_n_ctx}")
+        n_contexts = self.n_tokens // self.n_ctx
+        if n_contexts < self.batch_size:
+            raise UserError(
+                f"data.n_tokens={self.n_tokens} is less than one batch "
+                f"(data.batch_size={self.batch_size} x data.n_ctx={self.n_ctx} = "
+                f"{self.batch_size * self.n_ctx} tokens); raise data.n_tokens or lower batch_size"
+            )
+        bos = tokenizer.bos_token_id if self.prepend_bos else None
+        tokens = self.source.contexts(tokenizer, vocab_size, n_contexts, self.n_ctx, bos, self.seed)
+        if len(tokens) == 0:
+            raise UserError(f"the dataset {self.source.name} yielded no text")
+        if len(tokens) < self.batch_size:
+            raise UserError(
+                f"the dataset {self.source.name} gave only {len(tokens)} contexts of "
+                f"{self.n_ctx} tokens, less than one batch (data.batch_size={self.batch_size})"
+            )
+        self.tokens = tokens
+
+    @property
+    def n_evaluated_tokens(self) -> int:
+        assert self.tokens is not None
+        return len(self.tokens) * (self.n_ctx - int(self.exclude_first))
+
+    def position_mask(self, tokens: Tensor) -> Tensor:
+        """True where a position counts in metrics (and where the SAE is spliced in)."""
+        mask = torch.ones_like(tokens, dtype=torch.bool)
+        if self.exclude_first:
+            mask[:, 0] = False
+        return mask
+
+    def collate(self, rows: list[Tensor]) -> dict[str, Tensor]:
+        tokens = torch.stack(rows)
+        return {"tokens": tokens, "mask": self.position_mask(tokens)}
+
+    def test_dataloader(self) -> DataLoader:
+        assert self.tokens is not None, "call prepare() before testing"
+        return DataLoader(
+            list(self.tokens), batch_size=self.batch_size, collate_fn=self.collate,
+            num_workers=self.num_workers,
+        )

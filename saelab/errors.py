@@ -1,0 +1,14 @@
+"""User errors: bad input that deserves one clear line and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+
+
+class UserError(Exception):
+    """Something the user can fix: the message says what was wrong and how to fix it."""
+
+
+def exit_with(error: UserError) -> None:
+    print(f"saelab: error: {error}", file=sys.stderr)
+    raise SystemExit(2)

@@ -1,0 +1,81 @@
+"""The plugin interface: what an evaluation plugin sees of each batch, and what it returns.
+
+A plugin is a torchmetrics `Metric`: it keeps its running sums in states registered with
+`add_state(..., dist_reduce_fx="sum")`, so `compute()` is correct across DDP ranks, and
+`compute()` returns a dict of results keyed `"<plugin>/<metric>"`. Scalars go to
+metrics.json and the loggers; tensors (per-latent arrays) go to `save_artifacts`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from saelab.autoencoder import Autoencoder, SparseLatents
+
+# What a plugin may ask the evaluation loop for, beyond activations and SAE outputs.
+LOGITS, SPLICED_LOGITS, ABLATED_LOGITS = "logits", "spliced_logits", "ablated_logits"
+
+
+@dataclass
+class EvalBatch:
+    """One batch, computed once and shared by every plugin.
+
+    `acts`, `recons` and `latents` hold only the evaluated positions (`mask`), flattened to
+    [N, ...]. Logits are [B, T, vocab] and present only if some plugin asked for them.
+    """
+
+    tokens: Tensor
+    mask: Tensor
+    acts: Tensor
+    recons: Tensor
+    latents: SparseLatents | Tensor
+    logits: Tensor | None = None
+    spliced_logits: Tensor | None = None
+    ablated_logits: Tensor | None = None
+
+    def active(self) -> tuple[Tensor, Tensor]:
+        """(latent ids, values) of every non-zero latent activation in the batch."""
+        if isinstance(self.latents, SparseLatents):
+            fired = self.latents.values > 0
+            return self.latents.indices[fired], self.latents.values[fired]
+        rows, ids = self.latents.nonzero(as_tuple=True)
+        return ids, self.latents[rows, ids]
+
+    def l0(self) -> Tensor:
+        """Number of non-zero latents per token, [N]."""
+        values = self.latents.values if isinstance(self.latents, SparseLatents) else self.latents
+        return (values != 0).sum(-1)
+
+    def l1(self) -> Tensor:
+        """Sum of absolute latent values per token, [N]."""
+        values = self.latents.values if isinstance(self.latents, SparseLatents) else self.latents
+        return values.abs().sum(-1)
+
+
+class EvalPlugin(Metric):
+    """Base class of evaluation plugins. Subclasses implement `update` and `compute`."""
+
+    needs: ClassVar[frozenset[str]] = frozenset()
+    full_state_update = False
+
+    def setup(self, sae: Autoencoder) -> None:
+        """Called once before the first batch: register states whose shape depends on the SAE."""
+
+    def update(self, batch: EvalBatch) -> None:
+        raise NotImplementedError
+
+    def compute(self) -> dict[str, float | Tensor]:
+        raise NotImplementedError
+
+    def save_artifacts(self, results: dict[str, float | Tensor], out_dir: Path) -> list[Path]:
+        """Write files for the viewer (after `compute`); return their paths."""
+        return []
+
+    def add_sum_state(self, name: str, shape: tuple[int, ...] = (), dtype=torch.float64) -> None:
+        self.add_state(name, default=torch.zeros(shape, dtype=dtype), dist_reduce_fx="sum")

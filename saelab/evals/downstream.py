@@ -1,0 +1,55 @@
+"""What the model loses when the SAE's reconstruction replaces the activations."""
+
+from __future__ import annotations
+
+import torch
+
+from saelab.evals.base import ABLATED_LOGITS, LOGITS, SPLICED_LOGITS, EvalBatch, EvalPlugin
+
+
+class Downstream(EvalPlugin):
+    """Next-token cross-entropy clean / SAE-spliced / zero-ablated, CE recovered and KL.
+
+    Counted at the predictions made from evaluated positions (the last position has no
+    target); the SAE is spliced and the zeros ablated at the evaluated positions only.
+    """
+
+    needs = frozenset({LOGITS, SPLICED_LOGITS, ABLATED_LOGITS})
+
+    def setup(self, sae) -> None:
+        for name in ("n", "ce_clean", "ce_sae", "ce_ablated", "kl"):
+            self.add_sum_state(name)
+
+    def update(self, batch: EvalBatch) -> None:
+        where = batch.mask[:, :-1]
+        targets = batch.tokens[:, 1:, None]
+        # Work on the [B, T-1, vocab] views and select positions last: no copies of the logits.
+        runs = {
+            "ce_clean": batch.logits[:, :-1].float(),
+            "ce_sae": batch.spliced_logits[:, :-1].float(),
+            "ce_ablated": batch.ablated_logits[:, :-1].float(),
+        }
+        lse = {}
+        for name, logits in runs.items():
+            lse[name] = torch.logsumexp(logits, dim=-1)
+            ce = lse[name] - logits.gather(-1, targets).squeeze(-1)
+            setattr(self, name, getattr(self, name) + ce[where].double().sum())
+        # KL(clean || spliced) = sum_v p_v (clean_v - spliced_v) - lse_clean + lse_spliced
+        clean, spliced = runs["ce_clean"], runs["ce_sae"]
+        kl = torch.linalg.vecdot(torch.softmax(clean, dim=-1), clean - spliced)
+        kl = kl - lse["ce_clean"] + lse["ce_sae"]
+        self.kl += kl[where].double().sum()
+        self.n += where.sum()
+
+    def compute(self) -> dict[str, float]:
+        clean, sae, ablated = (self.ce_clean / self.n, self.ce_sae / self.n,
+                               self.ce_ablated / self.n)
+        return {
+            "downstream/ce_clean": clean.item(),
+            "downstream/ce_sae": sae.item(),
+            "downstream/ce_ablated": ablated.item(),
+            "downstream/delta_ce": (sae - clean).item(),
+            "downstream/ce_loss_recovered": ((ablated - sae) / (ablated - clean)).item(),
+            "downstream/kl": (self.kl / self.n).item(),
+        }
+

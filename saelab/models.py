@@ -1,0 +1,157 @@
+"""Model sources: a TransformerLens `TransformerBridge` plus its tokenizer and hook names.
+
+Hook names are the contract between a model source and everything downstream; OpenAI's
+location names map onto them as in their README. Weights are used as Hugging Face ships
+them (no weight processing), so residual activations are the un-centred ones OpenAI's SAEs
+were trained on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformer_lens.model_bridge import TransformerBridge
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from saelab.errors import UserError
+
+HOOKS = {
+    "mlp_post_act": "blocks.{layer}.mlp.hook_post",
+    "resid_delta_attn": "blocks.{layer}.hook_attn_out",
+    "resid_post_attn": "blocks.{layer}.hook_resid_mid",
+    "resid_delta_mlp": "blocks.{layer}.hook_mlp_out",
+    "resid_post_mlp": "blocks.{layer}.hook_resid_post",
+}
+OFFLINE_HINT = "offline? use model=random_gpt2, or model=hf_local model.path=<dir with a GPT-2>"
+
+
+def check_location(location: str) -> None:
+    if location not in HOOKS:
+        raise UserError(f"unknown location {location!r}; one of {', '.join(HOOKS)}")
+
+
+@dataclass
+class ModelSource:
+    """A language model with named hook points; `name` is recorded in results."""
+
+    name: str
+    bridge: TransformerBridge
+    tokenizer: Any
+
+    @property
+    def n_layers(self) -> int:
+        return self.bridge.cfg.n_layers
+
+    @property
+    def n_ctx(self) -> int:
+        return self.bridge.cfg.n_ctx
+
+    @property
+    def vocab_size(self) -> int:
+        return self.bridge.cfg.d_vocab
+
+    @property
+    def bos_token_id(self) -> int:
+        return self.tokenizer.bos_token_id
+
+    def hook_name(self, location: str, layer: int) -> str:
+        check_location(location)
+        if not 0 <= layer < self.n_layers:
+            raise UserError(
+                f"layer={layer} is out of range: {self.name} has layers 0-{self.n_layers - 1}"
+            )
+        return HOOKS[location].format(layer=layer)
+
+    def width(self, location: str) -> int:
+        cfg = self.bridge.cfg
+        return cfg.d_mlp if location == "mlp_post_act" else cfg.d_model
+
+    def to(self, device: torch.device | str) -> ModelSource:
+        self.bridge.to(device)
+        return self
+
+
+def _boot(name: str, hf_model: GPT2LMHeadModel, tokenizer: Any) -> ModelSource:
+    hf_model.eval().requires_grad_(False)
+    # The bridge reports its boot on stdout and the root logger; keep the CLI output clean.
+    with contextlib.redirect_stdout(io.StringIO()), _quiet_logging():
+        bridge = TransformerBridge.boot_transformers(
+            "gpt2", hf_model=hf_model, tokenizer=tokenizer, device="cpu"
+        )
+    return ModelSource(name, bridge, bridge.tokenizer)
+
+
+@contextlib.contextmanager
+def _quiet_logging():
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
+def gpt2(name: str = "gpt2") -> ModelSource:
+    """GPT-2 (small by default) from the Hugging Face hub; cached by Hugging Face after once."""
+    from transformers import AutoTokenizer
+
+    try:
+        hf_model = GPT2LMHeadModel.from_pretrained(name)
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except OSError as error:
+        raise UserError(f"could not load {name!r} from the Hugging Face hub "
+                        f"({str(error).splitlines()[0][:120]}); {OFFLINE_HINT}") from None
+    return _boot(name, hf_model, tokenizer)
+
+
+def hf_local(path: str, name: str | None = None) -> ModelSource:
+    """A Hugging Face GPT-2-family model and tokenizer saved in a local directory (offline)."""
+    from transformers import AutoTokenizer
+
+    directory = Path(str(path)).expanduser()
+    if not (directory / "config.json").is_file():
+        raise UserError(f"no Hugging Face model in {directory} (expected config.json there; "
+                        "set model.path=<dir written by save_pretrained>)")
+    hf_model = GPT2LMHeadModel.from_pretrained(directory, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    return _boot(name or directory.name, hf_model, tokenizer)
+
+
+def random_gpt2(
+    seed: int = 0,
+    n_layers: int = 12,
+    d_model: int = 768,
+    n_heads: int = 12,
+    n_ctx: int = 1024,
+    vocab_size: int = 50257,
+) -> ModelSource:
+    """GPT-2-small-shaped model with seeded random weights: offline tests and benchmarks."""
+    config = GPT2Config(
+        n_layer=n_layers, n_embd=d_model, n_head=n_heads, n_positions=n_ctx,
+        vocab_size=vocab_size, bos_token_id=vocab_size - 1, eos_token_id=vocab_size - 1,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        hf_model = GPT2LMHeadModel(config)
+    return _boot(f"random_gpt2(seed={seed})", hf_model, byte_tokenizer(vocab_size - 1))
+
+
+def byte_tokenizer(eos_id: int) -> PreTrainedTokenizerFast:
+    """Bytes as tokens 0-255 and `<|endoftext|>` as `eos_id`: lets text data feed a random model."""
+    vocab = {char: i for i, char in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    vocab["<|endoftext|>"] = eos_id
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    special = "<|endoftext|>"
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token=special, eos_token=special, unk_token=special,
+        add_bos_token=True, name_or_path="saelab/byte-level",
+    )

@@ -1,0 +1,76 @@
+"""Results out of a run: metrics.json and the resolved config, plugin artifacts, loggers, table."""
+
+from __future__ import annotations
+
+import platform
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from saelab.evals.base import EvalPlugin
+from saelab.io import atomic_write, write_json
+
+VERSIONED = ("saelab", "torch", "transformer-lens", "transformers", "lightning", "torchmetrics")
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in VERSIONED:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def scalars(results: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in results.items() if not isinstance(v, Tensor)}
+
+
+def save(out_dir: Path, cfg: DictConfig, results: dict[str, Any], provenance: dict[str, Any],
+         plugins: Any) -> list[Path]:
+    """Write plugin artifacts and the resolved config, then metrics.json last (it marks done)."""
+    written: list[Path] = []
+    for plugin in plugins.values():
+        assert isinstance(plugin, EvalPlugin)
+        written += plugin.save_artifacts(results, out_dir)
+    config_text = OmegaConf.to_yaml(cfg, resolve=True)
+    written.append(atomic_write(out_dir / "config.yaml", lambda f: f.write(config_text.encode())))
+    metrics = {"metrics": scalars(results), "provenance": provenance}
+    written.append(write_json(out_dir / "metrics.json", metrics))
+    return written
+
+
+def log_to(logger: Any, results: dict[str, Any], provenance: dict[str, Any]) -> None:
+    """Summary metrics, provenance and the density histogram to W&B (others got `log_dict`)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if not isinstance(logger, WandbLogger):
+        return
+    import wandb
+
+    run = logger.experiment
+    run.config.update({"provenance": provenance}, allow_val_change=True)
+    run.summary.update(scalars(results))
+    if "density/frequencies" in results:
+        live = results["density/frequencies"]
+        live = live[live > 0].log10().cpu().numpy()
+        if len(live):
+            run.log({"density/log10_frequency": wandb.Histogram(live, num_bins=40)})
+
+
+def print_table(results: dict[str, Any], provenance: dict[str, Any], written: list[Path]) -> None:
+    rows = scalars(results)
+    width = max(map(len, rows), default=10)
+    print(f"\n{provenance['model']} | {provenance['hook']} | {provenance['sae_source']}")
+    print(f"{provenance['n_tokens']} tokens"
+          + (" (first position excluded)" if provenance["first_position_excluded"] else "")
+          + f" in {provenance['seconds']:.1f} s")
+    print("-" * (width + 14))
+    for key, value in rows.items():
+        print(f"{key:<{width}}  {value:>12.6g}")
+    print("-" * (width + 14))
+    print(f"results: {written[-1].parent}")

@@ -1,0 +1,64 @@
+"""Shared fixtures: small random models, and checkpoints written in OpenAI's exact format."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import pytest
+import torch
+
+# A random GPT-2 small enough for unit tests: 2 layers, width 64 (MLP 256), vocab 512.
+TINY_MODEL = dict(n_layers=2, d_model=64, n_heads=2, vocab_size=512)
+TINY_OVERRIDES = [f"model.{k}={v}" for k, v in TINY_MODEL.items()]
+
+
+def openai_state_dict(
+    n_latents: int, d: int, k: int | None, seed: int = 0, activation_keys: bool = False
+) -> dict:
+    """A state dict laid out exactly as OpenAI's released `.pt` files (written by hand here)."""
+    g = torch.Generator().manual_seed(seed)
+    decoder = torch.randn(d, n_latents, generator=g)
+    decoder /= decoder.norm(dim=0, keepdim=True)
+    sd: dict = {
+        "pre_bias": 0.1 * torch.randn(d, generator=g),
+        "encoder.weight": decoder.T.clone() + 0.01 * torch.randn(n_latents, d, generator=g),
+        "latent_bias": 0.01 * torch.randn(n_latents, generator=g),
+        "decoder.weight": decoder,
+        "stats_last_nonzero": torch.randint(0, 100, (n_latents,), generator=g),
+        "latents_activation_frequency": torch.rand(n_latents, generator=g),
+        "latents_mean_square": torch.rand(n_latents, generator=g),
+        "activation": "ReLU" if k is None else "TopK",
+        "activation_state_dict": (
+            {} if k is None else OrderedDict([("k", k), ("postact_fn", "ReLU")])
+        ),
+    }
+    if activation_keys and k is not None:
+        sd["activation.k"] = k
+        sd["activation.postact_fn"] = "ReLU"
+    return sd
+
+
+def write_openai_checkpoint(path: Path, n_latents: int, d: int, k: int | None = 8,
+                            **kwargs) -> Path:
+    torch.save(openai_state_dict(n_latents, d, k, **kwargs), path)
+    return path
+
+
+@pytest.fixture
+def topk_checkpoint(tmp_path: Path) -> Path:
+    """TopK SAE for the residual stream (width 64) of the tiny model."""
+    return write_openai_checkpoint(tmp_path / "topk.pt", 256, TINY_MODEL["d_model"], k=8)
+
+
+@pytest.fixture
+def relu_mlp_checkpoint(tmp_path: Path) -> Path:
+    """ReLU SAE for the MLP activations (width 4 * 64) of the tiny model."""
+    return write_openai_checkpoint(tmp_path / "relu.pt", 512, 4 * TINY_MODEL["d_model"], k=None)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from saelab.models import random_gpt2
+
+    return random_gpt2(seed=0, **TINY_MODEL)
