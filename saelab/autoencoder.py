@@ -61,8 +61,14 @@ class Autoencoder(nn.Module):
         self.register_buffer("latents_mean_square", torch.zeros(n_latents))
 
     @classmethod
-    def random(cls, n_latents: int, n_inputs: int, k: int | None = None, seed: int = 0,
-               normalize: bool | None = None) -> Autoencoder:
+    def random(
+        cls,
+        n_latents: int,
+        n_inputs: int,
+        k: int | None = None,
+        seed: int = 0,
+        normalize: bool | None = None,
+    ) -> Autoencoder:
         """An untrained SAE: random unit-norm decoder rows, encoder tied to the decoder."""
         sae = cls(n_latents, n_inputs, k=k, normalize=normalize)
         generator = torch.Generator().manual_seed(seed)
@@ -181,7 +187,7 @@ class Autoencoder(nn.Module):
         known = {*targets, "activation", "activation_state_dict", *OPENAI_ACTIVATION_KEYS}
         if strict:
             ours = (key for key in state_dict if key.startswith(prefix))
-            unexpected_keys.extend(key for key in ours if key[len(prefix):] not in known)
+            unexpected_keys.extend(key for key in ours if key[len(prefix) :] not in known)
 
     @classmethod
     def from_state_dict(cls, state_dict: dict[str, Any], strict: bool = True) -> Autoencoder:

@@ -109,6 +109,8 @@ def cached_download(url: str, cache_dir: Path, retry_limit: int = 3) -> Path:
         raise UserError(f"no checkpoint at {url}") from None
     except (bf.Error, OSError) as error:
         reason = str(error).split(", request=")[0].removeprefix("message=")
+        if "Failed to resolve" in reason or "Name or service not known" in reason:
+            reason = "cannot resolve the host: no network?"
         raise UserError(
             f"could not download {url} ({reason[:160]}); the cache is {cache_dir}; {OFFLINE_HINT}"
         ) from None

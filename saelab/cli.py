@@ -59,6 +59,22 @@ def close_wandb() -> None:
         sys.modules["wandb"].finish()
 
 
+def check_overrides(command: str, overrides: list[str]) -> None:
+    """Compose once up front so a wrong override is one line and exit 2, like other bad input."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(str(config_dir()), version_base="1.3", job_name=command):
+            compose(command, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as error:
+        text = str(error).split("Config search path")[0]
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        lines = [line for line in lines if "HYDRA_FULL_ERROR" not in line]
+        raise UserError(" ".join(lines)) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     commands = "\n".join(f"  {name:8s} {desc}" for name, (_, desc) in COMMANDS.items())
@@ -67,8 +83,17 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(0 if argv else 2)
     command, overrides = argv[0], argv[1:]
     if command not in COMMANDS:
-        exit_with(UserError(f"unknown command {command!r}; one of {', '.join(COMMANDS)} "
-                            "(saelab --help lists them)"))
+        exit_with(
+            UserError(
+                f"unknown command {command!r}; one of {', '.join(COMMANDS)} "
+                "(saelab --help lists them)"
+            )
+        )
+    if not any(arg.startswith("-") for arg in overrides):  # Hydra's own flags, -m sweeps
+        try:
+            check_overrides(command, overrides)
+        except UserError as error:
+            exit_with(error)
     import hydra
 
     run = importlib.import_module(COMMANDS[command][0]).run

@@ -23,8 +23,9 @@ from saelab.errors import UserError
 
 
 class TokenSource(Protocol):
-    def contexts(self, tokenizer: Any, vocab_size: int, n: int, n_ctx: int, bos: int | None,
-                 seed: int) -> Tensor: ...
+    def contexts(
+        self, tokenizer: Any, vocab_size: int, n: int, n_ctx: int, bos: int | None, seed: int
+    ) -> Tensor: ...
 
 
 class TextSource:
@@ -35,16 +36,22 @@ class TextSource:
     def documents(self, seed: int) -> Iterator[str]:
         raise NotImplementedError
 
-    def contexts(self, tokenizer: Any, vocab_size: int, n: int, n_ctx: int, bos: int | None,
-                 seed: int) -> Tensor:
+    def contexts(
+        self, tokenizer: Any, vocab_size: int, n: int, n_ctx: int, bos: int | None, seed: int
+    ) -> Tensor:
         return pack(self.documents(seed), tokenizer, n, n_ctx, bos, desc=f"tokenize {self.name}")
 
 
 class HubText(TextSource):
     """A Hugging Face dataset, streamed (OpenWebText by default); needs the network."""
 
-    def __init__(self, path: str = "Skylion007/openwebtext", split: str = "train",
-                 text_field: str = "text", shuffle_buffer: int = 0) -> None:
+    def __init__(
+        self,
+        path: str = "Skylion007/openwebtext",
+        split: str = "train",
+        text_field: str = "text",
+        shuffle_buffer: int = 0,
+    ) -> None:
         self.path, self.split, self.text_field = path, split, text_field
         self.shuffle_buffer = shuffle_buffer
         self.name = path
@@ -100,8 +107,9 @@ class RandomTokens:
 
     name = "random_tokens"
 
-    def contexts(self, tokenizer: Any, vocab_size: int, n: int, n_ctx: int, bos: int | None,
-                 seed: int) -> Tensor:
+    def contexts(
+        self, tokenizer: Any, vocab_size: int, n: int, n_ctx: int, bos: int | None, seed: int
+    ) -> Tensor:
         generator = torch.Generator().manual_seed(seed)
         tokens = torch.randint(0, vocab_size, (n, n_ctx), generator=generator)
         if bos is not None:
@@ -109,8 +117,14 @@ class RandomTokens:
         return tokens
 
 
-def pack(documents: Iterable[str], tokenizer: Any, n: int, n_ctx: int, bos: int | None,
-         desc: str = "tokenize") -> Tensor:
+def pack(
+    documents: Iterable[str],
+    tokenizer: Any,
+    n: int,
+    n_ctx: int,
+    bos: int | None,
+    desc: str = "tokenize",
+) -> Tensor:
     """Join documents with end-of-text and cut up to `n` contexts of `n_ctx` tokens."""
     body = n_ctx - (bos is not None)
     eos = tokenizer.eos_token_id
@@ -194,6 +208,8 @@ class TokenDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         assert self.tokens is not None, "call prepare() before testing"
         return DataLoader(
-            list(self.tokens), batch_size=self.batch_size, collate_fn=self.collate,
+            list(self.tokens),
+            batch_size=self.batch_size,
+            collate_fn=self.collate,
             num_workers=self.num_workers,
         )

@@ -25,7 +25,11 @@ class Evaluation(L.LightningModule):
     """Evaluates one SAE at one hook point of a model with a set of plugins (`trainer.test`)."""
 
     def __init__(
-        self, model: ModelSource, sae: Autoencoder, hook: str, layer: int,
+        self,
+        model: ModelSource,
+        sae: Autoencoder,
+        hook: str,
+        layer: int,
         plugins: dict[str, EvalPlugin],
     ) -> None:
         super().__init__()
@@ -62,7 +66,8 @@ class Evaluation(L.LightningModule):
 
         need_logits = bool(self.needs & {LOGITS, SPLICED_LOGITS, ABLATED_LOGITS})
         out = self.source.bridge.run_with_hooks(
-            tokens, fwd_hooks=[(self.hook, capture)],
+            tokens,
+            fwd_hooks=[(self.hook, capture)],
             stop_at_layer=None if need_logits else self.layer + 1,
         )
         return captured[0], (out if need_logits else None)

@@ -74,7 +74,8 @@ class ModelSource:
         return cfg.d_mlp if location == "mlp_post_act" else cfg.d_model
 
     def to(self, device: torch.device | str) -> ModelSource:
-        self.bridge.to(device)
+        with contextlib.redirect_stdout(io.StringIO()):  # the bridge prints each move
+            self.bridge.to(device)
         return self
 
 
@@ -102,12 +103,18 @@ def gpt2(name: str = "gpt2") -> ModelSource:
     """GPT-2 (small by default) from the Hugging Face hub; cached by Hugging Face after once."""
     from transformers import AutoTokenizer
 
-    try:
-        hf_model = GPT2LMHeadModel.from_pretrained(name)
-        tokenizer = AutoTokenizer.from_pretrained(name)
-    except OSError as error:
-        raise UserError(f"could not load {name!r} from the Hugging Face hub "
-                        f"({str(error).splitlines()[0][:120]}); {OFFLINE_HINT}") from None
+    try:  # the Hugging Face cache first: no network needed once downloaded
+        hf_model = GPT2LMHeadModel.from_pretrained(name, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
+    except OSError:
+        try:
+            hf_model = GPT2LMHeadModel.from_pretrained(name)
+            tokenizer = AutoTokenizer.from_pretrained(name)
+        except OSError as error:
+            reason = str(error).splitlines()[0][:120]
+            raise UserError(
+                f"could not load {name!r} from the Hugging Face hub ({reason}); {OFFLINE_HINT}"
+            ) from None
     return _boot(name, hf_model, tokenizer)
 
 
@@ -117,8 +124,10 @@ def hf_local(path: str, name: str | None = None) -> ModelSource:
 
     directory = Path(str(path)).expanduser()
     if not (directory / "config.json").is_file():
-        raise UserError(f"no Hugging Face model in {directory} (expected config.json there; "
-                        "set model.path=<dir written by save_pretrained>)")
+        raise UserError(
+            f"no Hugging Face model in {directory} (expected config.json there; "
+            "set model.path=<dir written by save_pretrained>)"
+        )
     hf_model = GPT2LMHeadModel.from_pretrained(directory, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     return _boot(name or directory.name, hf_model, tokenizer)
@@ -133,14 +142,25 @@ def random_gpt2(
     vocab_size: int = 50257,
 ) -> ModelSource:
     """GPT-2-small-shaped model with seeded random weights: offline tests and benchmarks."""
+    hf_model = random_hf_gpt2(seed, n_layers, d_model, n_heads, n_ctx, vocab_size)
+    return _boot(f"random_gpt2(seed={seed})", hf_model, byte_tokenizer(vocab_size - 1))
+
+
+def random_hf_gpt2(
+    seed: int, n_layers: int, d_model: int, n_heads: int, n_ctx: int, vocab_size: int
+) -> GPT2LMHeadModel:
     config = GPT2Config(
-        n_layer=n_layers, n_embd=d_model, n_head=n_heads, n_positions=n_ctx,
-        vocab_size=vocab_size, bos_token_id=vocab_size - 1, eos_token_id=vocab_size - 1,
+        n_layer=n_layers,
+        n_embd=d_model,
+        n_head=n_heads,
+        n_positions=n_ctx,
+        vocab_size=vocab_size,
+        bos_token_id=vocab_size - 1,
+        eos_token_id=vocab_size - 1,
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        hf_model = GPT2LMHeadModel(config)
-    return _boot(f"random_gpt2(seed={seed})", hf_model, byte_tokenizer(vocab_size - 1))
+        return GPT2LMHeadModel(config)
 
 
 def byte_tokenizer(eos_id: int) -> PreTrainedTokenizerFast:
@@ -152,6 +172,10 @@ def byte_tokenizer(eos_id: int) -> PreTrainedTokenizerFast:
     tokenizer.decoder = decoders.ByteLevel()
     special = "<|endoftext|>"
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token=special, eos_token=special, unk_token=special,
-        add_bos_token=True, name_or_path="saelab/byte-level",
+        tokenizer_object=tokenizer,
+        bos_token=special,
+        eos_token=special,
+        unk_token=special,
+        add_bos_token=True,
+        name_or_path="saelab/byte-level",
     )

@@ -30,8 +30,13 @@ def scalars(results: dict[str, Any]) -> dict[str, float]:
     return {k: v for k, v in results.items() if not isinstance(v, Tensor)}
 
 
-def save(out_dir: Path, cfg: DictConfig, results: dict[str, Any], provenance: dict[str, Any],
-         plugins: Any) -> list[Path]:
+def save(
+    out_dir: Path,
+    cfg: DictConfig,
+    results: dict[str, Any],
+    provenance: dict[str, Any],
+    plugins: Any,
+) -> list[Path]:
     """Write plugin artifacts and the resolved config, then metrics.json last (it marks done)."""
     written: list[Path] = []
     for plugin in plugins.values():
@@ -66,9 +71,11 @@ def print_table(results: dict[str, Any], provenance: dict[str, Any], written: li
     rows = scalars(results)
     width = max(map(len, rows), default=10)
     print(f"\n{provenance['model']} | {provenance['hook']} | {provenance['sae_source']}")
-    print(f"{provenance['n_tokens']} tokens"
-          + (" (first position excluded)" if provenance["first_position_excluded"] else "")
-          + f" in {provenance['seconds']:.1f} s")
+    print(
+        f"{provenance['n_tokens']} tokens"
+        + (" (first position excluded)" if provenance["first_position_excluded"] else "")
+        + f" in {provenance['seconds']:.1f} s"
+    )
     print("-" * (width + 14))
     for key, value in rows.items():
         print(f"{key:<{width}}  {value:>12.6g}")

@@ -36,9 +36,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     L.seed_everything(cfg.seed, verbose=False)
     check_location(cfg.location)
+    if not isinstance(cfg.layer, int):
+        raise UserError(f"layer must be an integer, got layer={cfg.layer!r}")
+    loaded: LoadedSAE = build(cfg.sae)  # before the model: family/location errors come first
     model: ModelSource = build(cfg.model)
     hook = model.hook_name(cfg.location, cfg.layer)
-    loaded: LoadedSAE = build(cfg.sae)
     width = model.width(cfg.location)
     if loaded.sae.n_inputs != width:
         raise UserError(

@@ -39,8 +39,9 @@ def openai_state_dict(
     return sd
 
 
-def write_openai_checkpoint(path: Path, n_latents: int, d: int, k: int | None = 8,
-                            **kwargs) -> Path:
+def write_openai_checkpoint(
+    path: Path, n_latents: int, d: int, k: int | None = 8, **kwargs
+) -> Path:
     torch.save(openai_state_dict(n_latents, d, k, **kwargs), path)
     return path
 

@@ -36,8 +36,14 @@ def test_relu_matches_hand_computed():
 def test_topk_layer_norm_matches_hand_computed():
     eye = torch.eye(4)
     sd = openai_state_dict(4, 4, k=2)
-    sd.update({"pre_bias": torch.zeros(4), "encoder.weight": eye, "latent_bias": torch.zeros(4),
-               "decoder.weight": eye})
+    sd.update(
+        {
+            "pre_bias": torch.zeros(4),
+            "encoder.weight": eye,
+            "latent_bias": torch.zeros(4),
+            "decoder.weight": eye,
+        }
+    )
     sae = Autoencoder.from_state_dict(sd)
     assert sae.normalize and sae.k == 2
     x = torch.tensor([[1.0, 2.0, 3.0, 6.0]])
@@ -89,8 +95,9 @@ def test_sparse_path_equals_dense_path():
     dense, info = sae.encode(x)
     sparse, sparse_info = sae.encode_sparse(x)
     assert torch.equal(sparse.to_dense(), dense)
-    assert torch.allclose(sae.decode_sparse(sparse, sparse_info), sae.decode(dense, info),
-                          atol=1e-5, rtol=1e-5)
+    assert torch.allclose(
+        sae.decode_sparse(sparse, sparse_info), sae.decode(dense, info), atol=1e-5, rtol=1e-5
+    )
     assert (dense != 0).sum(-1).max() <= 32
 
 

@@ -25,8 +25,9 @@ def make_batch(seed: int, dense_latents: bool = False, vocab: int = 11) -> EvalB
     with torch.no_grad():
         latents, _ = sae.encode_sparse(acts)
     logits = [torch.randn(B, T, vocab, generator=g) for _ in range(3)]
-    return EvalBatch(tokens, mask, acts, recons, latents.to_dense() if dense_latents else latents,
-                     *logits)
+    return EvalBatch(
+        tokens, mask, acts, recons, latents.to_dense() if dense_latents else latents, *logits
+    )
 
 
 def feed(plugin, batches):
@@ -46,9 +47,9 @@ def test_reconstruction(dense_latents):
     out = run(Reconstruction(), batches)
     x = np.concatenate([b.acts.numpy() for b in batches]).astype(np.float64)
     xh = np.concatenate([b.recons.numpy() for b in batches]).astype(np.float64)
-    lat = np.concatenate([
-        (b.latents.to_dense() if not dense_latents else b.latents).numpy() for b in batches
-    ])
+    lat = np.concatenate(
+        [(b.latents.to_dense() if not dense_latents else b.latents).numpy() for b in batches]
+    )
     err = ((xh - x) ** 2).sum(1)
     fvu = err.sum() / ((x - x.mean(0)) ** 2).sum()
     cos = (x * xh).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(xh, axis=1)
@@ -79,12 +80,19 @@ def test_downstream():
     for b in batches:
         where = b.mask[:, :-1]
         targets = b.tokens[:, 1:][where]
-        picked = [lg[:, :-1][where].double() for lg in (b.logits, b.spliced_logits,
-                                                        b.ablated_logits)]
+        picked = [
+            lg[:, :-1][where].double() for lg in (b.logits, b.spliced_logits, b.ablated_logits)
+        ]
         for name, lg in zip(ce, picked, strict=True):
             ce[name].append(F.cross_entropy(lg, targets, reduction="none"))
-        kls.append(F.kl_div(F.log_softmax(picked[1], -1), F.log_softmax(picked[0], -1),
-                            log_target=True, reduction="none").sum(-1))
+        kls.append(
+            F.kl_div(
+                F.log_softmax(picked[1], -1),
+                F.log_softmax(picked[0], -1),
+                log_target=True,
+                reduction="none",
+            ).sum(-1)
+        )
     clean, sae, ablated = (torch.cat(v).mean().item() for v in ce.values())
     assert out["downstream/ce_clean"] == pytest.approx(clean, rel=1e-5)
     assert out["downstream/ce_sae"] == pytest.approx(sae, rel=1e-5)

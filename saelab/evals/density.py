@@ -70,8 +70,11 @@ def plot_histogram(frequencies: np.ndarray, f) -> None:
     ax.hist(np.log10(live), bins=HISTOGRAM_BINS, color="#4c72b0")
     ax.axvline(np.log10(DENSE_THRESHOLD), color="#c44e52", ls="--", lw=1, label="dense (10%)")
     dead = int((frequencies == 0).sum())
-    ax.set(xlabel="log10 firing frequency", ylabel="latents",
-           title=f"{len(frequencies)} latents, {dead} dead")
+    ax.set(
+        xlabel="log10 firing frequency",
+        ylabel="latents",
+        title=f"{len(frequencies)} latents, {dead} dead",
+    )
     ax.legend()
     fig.tight_layout()
     fig.savefig(f, format="png", dpi=120)

@@ -42,8 +42,11 @@ class Downstream(EvalPlugin):
         self.n += where.sum()
 
     def compute(self) -> dict[str, float]:
-        clean, sae, ablated = (self.ce_clean / self.n, self.ce_sae / self.n,
-                               self.ce_ablated / self.n)
+        clean, sae, ablated = (
+            self.ce_clean / self.n,
+            self.ce_sae / self.n,
+            self.ce_ablated / self.n,
+        )
         return {
             "downstream/ce_clean": clean.item(),
             "downstream/ce_sae": sae.item(),
@@ -52,4 +55,3 @@ class Downstream(EvalPlugin):
             "downstream/ce_loss_recovered": ((ablated - sae) / (ablated - clean)).item(),
             "downstream/kl": (self.kl / self.n).item(),
         }
-
