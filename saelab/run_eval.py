@@ -55,7 +55,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if logger:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     trainer: L.Trainer = build(cfg.trainer, logger=logger or False)
+    loop_started = time.perf_counter()
     trainer.test(module, datamodule=data, verbose=False)
+    loop_seconds = time.perf_counter() - loop_started
 
     provenance = {
         "model": model.name,
@@ -67,6 +69,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "n_tokens": data.n_evaluated_tokens,
         "first_position_excluded": data.exclude_first,
         "seconds": round(time.time() - started, 3),
+        "seconds_test_loop": round(loop_seconds, 3),
         "seconds_by_part": {k: round(v, 3) for k, v in module.seconds.items()},
         "versions": results_io.versions(),
     }

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from saelab.cli import main
+from saelab.evals import EvalPlugin
 from tests.conftest import TINY_OVERRIDES, write_openai_checkpoint
 
 FAST = [
@@ -194,3 +195,56 @@ def test_relu_sae_on_mlp_activations_in_process(monkeypatch, tmp_path, relu_mlp_
     (run_dir,) = run_dirs(tmp_path / "logs")
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
     assert metrics["sparsity/l0"] > 0 and torch.isfinite(torch.tensor(metrics["downstream/kl"]))
+
+
+class MaxActivation(EvalPlugin):
+    """The README's example plugin."""
+
+    def setup(self, sae):
+        self.add_state("max", default=torch.tensor(0.0), dist_reduce_fx="max")
+
+    def update(self, batch):
+        _, values = batch.active()
+        if len(values):
+            self.max = torch.maximum(self.max, values.max())
+
+    def compute(self):
+        return {"max_activation/value": self.max.item()}
+
+
+def install_entry_point(root: Path, monkeypatch) -> None:
+    """A minimal installed distribution declaring a `saelab.evals` entry point."""
+    dist = root / "saelab_test_plugin-0.1.dist-info"
+    dist.mkdir()
+    metadata = "Metadata-Version: 2.1\nName: saelab-test-plugin\nVersion: 0.1\n"
+    (dist / "METADATA").write_text(metadata)
+    (dist / "entry_points.txt").write_text(
+        "[saelab.evals]\nmaxact = tests.test_cli:MaxActivation\n"
+    )
+    monkeypatch.syspath_prepend(str(root))
+
+
+@pytest.mark.parametrize("how", ["target", "entry_point"])
+def test_user_plugin(monkeypatch, tmp_path, topk_checkpoint, how):
+    if how == "target":
+        select = "+evals.maxact._target_=tests.test_cli.MaxActivation"
+    else:
+        install_entry_point(tmp_path, monkeypatch)
+        select = "+evals.maxact={}"
+    monkeypatch.chdir(tmp_path)
+    main(
+        [
+            "eval",
+            "model=random_gpt2",
+            *FAST,
+            "layer=1",
+            "logger=none",
+            "evals=[density]",
+            select,
+            "sae=file",
+            f"sae.path={topk_checkpoint}",
+        ]
+    )
+    (run_dir,) = run_dirs(tmp_path / "logs")
+    metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+    assert metrics["max_activation/value"] > 0 and "density/dead_fraction" in metrics

@@ -1,0 +1,106 @@
+"""Evaluation throughput: tokens/s of `saelab eval` on random GPT-2 small with a 32k TopK SAE.
+
+Runs the real CLI twice, side by side: all three plugins (the downstream plugin adds the
+spliced and ablated forwards and needs logits), then only reconstruction + density (the
+clean forward stops after the hooked layer). Reports tokens/s of the test loop and how its
+time splits between model forwards, SAE work and plugins. Prints a table and writes JSON.
+
+    python benchmarks/eval_throughput.py [--n-tokens 8192] [--layer 6] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from saelab import Autoencoder
+from saelab.io import write_json
+
+CONFIGS = {
+    "all_plugins": "evals=[reconstruction,downstream,density]",
+    "reconstruction_density": "evals=[reconstruction,density]",
+}
+
+
+def run_eval(workdir: Path, sae_path: Path, evals: str, args: argparse.Namespace) -> dict:
+    command = [
+        sys.executable,
+        "-m",
+        "saelab",
+        "eval",
+        "model=random_gpt2",
+        "data=random_tokens",
+        f"data.n_tokens={args.n_tokens}",
+        f"data.batch_size={args.batch_size}",
+        "logger=none",
+        f"layer={args.layer}",
+        "location=resid_post_mlp",
+        "sae=file",
+        f"sae.path={sae_path}",
+        evals,
+        "trainer.enable_progress_bar=false",
+    ]
+    subprocess.run(command, cwd=workdir, check=True, capture_output=True, text=True)
+    newest = max(workdir.rglob("metrics.json"), key=lambda p: p.stat().st_mtime)
+    provenance = json.loads(newest.read_text())["provenance"]
+    loop = provenance["seconds_test_loop"]
+    parts = provenance["seconds_by_part"]
+    return {
+        "tokens": provenance["n_tokens"],
+        "seconds": loop,
+        "tokens_per_s": provenance["n_tokens"] / loop,
+        "seconds_by_part": parts,
+        "share_by_part": {k: v / loop for k, v in parts.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-tokens", type=int, default=8192)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--layer", type=int, default=6)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/eval_throughput.json"))
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sae_path = Path(tmp) / "sae_32k.pt"
+        torch.save(Autoencoder.random(32768, 768, k=32).state_dict(), sae_path)
+        results = {
+            name: run_eval(Path(tmp), sae_path, evals, args) for name, evals in CONFIGS.items()
+        }
+
+    report = {
+        "setup": {
+            "model": "random_gpt2 (GPT-2 small shape)",
+            "sae": "TopK 768 -> 32768, k=32",
+            "layer": args.layer,
+            "location": "resid_post_mlp",
+            "n_ctx": 64,
+            "batch_size": args.batch_size,
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "torch_threads": torch.get_num_threads(),
+        },
+        "runs": results,
+        "speedup_without_downstream": results["reconstruction_density"]["tokens_per_s"]
+        / results["all_plugins"]["tokens_per_s"],
+    }
+    print(f"{'run':<24}{'tokens/s':>10}{'model':>9}{'sae':>8}{'plugins':>9}")
+    for name, r in results.items():
+        share = r["share_by_part"]
+        print(
+            f"{name:<24}{r['tokens_per_s']:>10.0f}{share.get('model_forward', 0):>9.0%}"
+            f"{share.get('sae', 0):>8.0%}{share.get('plugins', 0):>9.0%}"
+        )
+    print(f"reconstruction+density is {report['speedup_without_downstream']:.2f}x faster")
+    write_json(args.out, report)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
