@@ -21,6 +21,7 @@ from tqdm import tqdm
 from saelab import paths
 from saelab.autoencoder import Autoencoder
 from saelab.errors import UserError
+from saelab.formats import load_saelab
 from saelab.io import atomic_write
 
 REMOTE_SCHEMES = ("az://", "gs://", "https://", "http://")
@@ -118,7 +119,10 @@ def cached_download(url: str, cache_dir: Path, retry_limit: int = 3) -> Path:
 
 
 def load_autoencoder(path: str | Path) -> Autoencoder:
-    """Load an OpenAI-format checkpoint (local path or URL) with `weights_only=True`."""
+    """Load an OpenAI-format checkpoint (local path or URL) with `weights_only=True`, or
+    saelab's own `.safetensors` + `.json` pair."""
+    if str(path).endswith(".safetensors"):
+        return load_saelab(Path(path))
     try:
         with bf.BlobFile(str(path), "rb") as f:
             state_dict = torch.load(f, map_location="cpu", weights_only=True)

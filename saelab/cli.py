@@ -17,6 +17,7 @@ from saelab.errors import UserError, exit_with
 # command -> (module with `run(cfg)`, one-line description); each has conf/<command>.yaml.
 COMMANDS = {
     "eval": ("saelab.run_eval", "evaluate an SAE at a hook of a model with evaluation plugins"),
+    "train": ("saelab.run_train", "train TopK or ReLU+L1 SAEs at one or more hooks of a model"),
 }
 USAGE = """usage: saelab <command> [hydra overrides] [-m]
 

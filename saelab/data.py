@@ -167,14 +167,19 @@ class TokenDataModule(L.LightningDataModule):
         self.seed, self.num_workers = seed, num_workers
         self.tokens: Tensor | None = None
 
-    def prepare(self, tokenizer: Any, vocab_size: int, model_n_ctx: int) -> None:
-        """Tokenise once (called before `trainer.test`, since it needs the model's tokenizer)."""
+    def prepare(
+        self, tokenizer: Any, vocab_size: int, model_n_ctx: int, n_tokens: int | None = None
+    ) -> None:
+        """Tokenise once, before the loop starts (it needs the model's tokenizer).
+
+        `n_tokens` overrides `data.n_tokens` (training sets its own budget)."""
         if self.n_ctx > model_n_ctx:
             raise UserError(f"data.n_ctx={self.n_ctx} exceeds the model's context {model_n_ctx}")
-        n_contexts = self.n_tokens // self.n_ctx
+        n_tokens = self.n_tokens if n_tokens is None else n_tokens
+        n_contexts = n_tokens // self.n_ctx
         if n_contexts < self.batch_size:
             raise UserError(
-                f"data.n_tokens={self.n_tokens} is less than one batch "
+                f"data.n_tokens={n_tokens} is less than one batch "
                 f"(data.batch_size={self.batch_size} x data.n_ctx={self.n_ctx} = "
                 f"{self.batch_size * self.n_ctx} tokens); raise data.n_tokens or lower batch_size"
             )

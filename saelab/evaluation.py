@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import lightning as L
@@ -21,39 +21,24 @@ from saelab.evals.base import ABLATED_LOGITS, LOGITS, SPLICED_LOGITS, EvalBatch,
 from saelab.models import ModelSource
 
 
-class Evaluation(L.LightningModule):
-    """Evaluates one SAE at one hook point of a model with a set of plugins (`trainer.test`)."""
+class BatchEvaluator:
+    """Runs one batch through the model and the SAE and hands the shared result to plugins.
 
-    def __init__(
-        self,
-        model: ModelSource,
-        sae: Autoencoder,
-        hook: str,
-        layer: int,
-        plugins: dict[str, EvalPlugin],
-    ) -> None:
-        super().__init__()
-        self.source = model  # not an nn.Module: moved to the device in `on_test_start`
-        self.sae = sae.eval().requires_grad_(False)
-        self.hook, self.layer = hook, layer
-        for plugin in plugins.values():
-            plugin.setup(sae)
-        self.plugins = nn.ModuleDict(plugins)
-        self.needs = frozenset().union(*(p.needs for p in plugins.values()))
+    Used by `saelab eval` (below) and by validation during training: one code path.
+    """
+
+    def __init__(self, model: ModelSource, hook: str, layer: int, needs: frozenset[str]) -> None:
+        self.source, self.hook, self.layer, self.needs = model, hook, layer, needs
         self.seconds: dict[str, float] = defaultdict(float)
-        self.results: dict[str, float | Tensor] = {}
-
-    def on_test_start(self) -> None:
-        self.source.to(self.device)
 
     @contextmanager
-    def timed(self, part: str) -> Iterator[None]:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+    def timed(self, part: str, device: torch.device) -> Iterator[None]:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         start = time.perf_counter()
         yield
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         self.seconds[part] += time.perf_counter() - start
 
     def clean_forward(self, tokens: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -82,32 +67,75 @@ class Evaluation(L.LightningModule):
 
         return self.source.bridge.run_with_hooks(tokens, fwd_hooks=[(self.hook, patch)])
 
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        tokens, mask = batch["tokens"], batch["mask"]
-        with self.timed("model_forward"):
+    @torch.no_grad()
+    def __call__(
+        self, sae: Autoencoder, plugins: Iterable[EvalPlugin], tokens: Tensor, mask: Tensor
+    ) -> None:
+        device = tokens.device
+        with self.timed("model_forward", device):
             acts, logits = self.clean_forward(tokens)
-        with self.timed("sae"):
+        with self.timed("sae", device):
             x = acts[mask].float()
-            if self.sae.k is None:
-                latents, info = self.sae.encode(x)
-                recons = self.sae.decode(latents, info)
+            if sae.k is None:
+                latents, info = sae.encode(x)
+                recons = sae.decode(latents, info)
             else:
-                latents, info = self.sae.encode_sparse(x)
-                recons = self.sae.decode_sparse(latents, info)
+                latents, info = sae.encode_sparse(x)
+                recons = sae.decode_sparse(latents, info)
         view = EvalBatch(tokens, mask, x, recons, latents, logits)
-        with self.timed("model_forward"):
+        with self.timed("model_forward", device):
             if SPLICED_LOGITS in self.needs:
                 view.spliced_logits = self.patched_logits(tokens, mask, recons)
             if ABLATED_LOGITS in self.needs:
                 view.ablated_logits = self.patched_logits(tokens, mask, torch.zeros_like(recons))
-        with self.timed("plugins"):
-            for plugin in self.plugins.values():
+        with self.timed("plugins", device):
+            for plugin in plugins:
                 plugin.update(view)
 
+
+def compute_all(plugins: Iterable[EvalPlugin]) -> dict[str, float | Tensor]:
+    results: dict[str, float | Tensor] = {}
+    for plugin in plugins:
+        results.update(plugin.compute())
+    return results
+
+
+def scalar_results(results: dict[str, float | Tensor]) -> dict[str, float]:
+    return {k: float(v) for k, v in results.items() if not isinstance(v, Tensor)}
+
+
+class Evaluation(L.LightningModule):
+    """Evaluates one SAE at one hook point of a model with a set of plugins (`trainer.test`)."""
+
+    def __init__(
+        self,
+        model: ModelSource,
+        sae: Autoencoder,
+        hook: str,
+        layer: int,
+        plugins: dict[str, EvalPlugin],
+    ) -> None:
+        super().__init__()
+        self.source = model  # not an nn.Module: moved to the device in `on_test_start`
+        self.sae = sae.eval().requires_grad_(False)
+        for plugin in plugins.values():
+            plugin.setup(sae)
+        self.plugins = nn.ModuleDict(plugins)
+        needs = frozenset().union(*(p.needs for p in plugins.values()))
+        self.evaluator = BatchEvaluator(model, hook, layer, needs)
+        self.results: dict[str, float | Tensor] = {}
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        return self.evaluator.seconds
+
+    def on_test_start(self) -> None:
+        self.source.to(self.device)
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self.evaluator(self.sae, self.plugins.values(), batch["tokens"], batch["mask"])
+
     def on_test_epoch_end(self) -> None:
-        results: dict[str, float | Tensor] = {}
-        for plugin in self.plugins.values():
-            results.update(plugin.compute())
-        self.results = results
-        scalars = {k: float(v) for k, v in results.items() if not isinstance(v, Tensor)}
-        self.log_dict(scalars, sync_dist=False)  # plugin states are already reduced
+        self.results = compute_all(self.plugins.values())
+        # plugin states are already reduced across ranks by torchmetrics
+        self.log_dict(scalar_results(self.results), sync_dist=False)

@@ -73,6 +73,10 @@ class ModelSource:
         cfg = self.bridge.cfg
         return cfg.d_mlp if location == "mlp_post_act" else cfg.d_model
 
+    def __deepcopy__(self, memo: dict) -> ModelSource:
+        """A model source is a shared, read-only resource: copies of a module share it."""
+        return self
+
     def to(self, device: torch.device | str) -> ModelSource:
         with contextlib.redirect_stdout(io.StringIO()):  # the bridge prints each move
             self.bridge.to(device)

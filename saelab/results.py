@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from torch import Tensor
 
 from saelab.evals.base import EvalPlugin
+from saelab.evaluation import scalar_results
 from saelab.io import atomic_write, write_json
 
 VERSIONED = ("saelab", "torch", "transformer-lens", "transformers", "lightning", "torchmetrics")
@@ -24,10 +24,6 @@ def versions() -> dict[str, str]:
         except PackageNotFoundError:
             found[package] = "not installed"
     return found
-
-
-def scalars(results: dict[str, Any]) -> dict[str, float]:
-    return {k: v for k, v in results.items() if not isinstance(v, Tensor)}
 
 
 def save(
@@ -44,7 +40,7 @@ def save(
         written += plugin.save_artifacts(results, out_dir)
     config_text = OmegaConf.to_yaml(cfg, resolve=True)
     written.append(atomic_write(out_dir / "config.yaml", lambda f: f.write(config_text.encode())))
-    metrics = {"metrics": scalars(results), "provenance": provenance}
+    metrics = {"metrics": scalar_results(results), "provenance": provenance}
     written.append(write_json(out_dir / "metrics.json", metrics))
     return written
 
@@ -59,7 +55,7 @@ def log_to(logger: Any, results: dict[str, Any], provenance: dict[str, Any]) -> 
 
     run = logger.experiment
     run.config.update({"provenance": provenance}, allow_val_change=True)
-    run.summary.update(scalars(results))
+    run.summary.update(scalar_results(results))
     if "density/frequencies" in results:
         live = results["density/frequencies"]
         live = live[live > 0].log10().cpu().numpy()
@@ -68,7 +64,7 @@ def log_to(logger: Any, results: dict[str, Any], provenance: dict[str, Any]) -> 
 
 
 def print_table(results: dict[str, Any], provenance: dict[str, Any], written: list[Path]) -> None:
-    rows = scalars(results)
+    rows = scalar_results(results)
     width = max(map(len, rows), default=10)
     print(f"\n{provenance['model']} | {provenance['hook']} | {provenance['sae_source']}")
     print(

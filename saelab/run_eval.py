@@ -16,7 +16,7 @@ from saelab import results as results_io
 from saelab.checkpoints import LoadedSAE
 from saelab.errors import UserError
 from saelab.evals import build_plugins
-from saelab.evaluation import Evaluation
+from saelab.evaluation import Evaluation, scalar_results
 from saelab.models import ModelSource, check_location
 
 
@@ -78,4 +78,4 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         written = results_io.save(out_dir, cfg, module.results, provenance, module.plugins)
         results_io.log_to(logger, module.results, provenance)
         results_io.print_table(module.results, provenance, written)
-    return results_io.scalars(module.results)
+    return scalar_results(module.results)

@@ -1,0 +1,172 @@
+"""Training recipes: how an SAE is initialised and what loss it minimises.
+
+`TopK` follows OpenAI's published method (their train.py): tied init then unit-norm decoder
+rows, `pre_bias` at the geometric median of a sample, encoder rescaled so reconstructions
+start at the input's scale, MSE scaled by the inverse activation variance, and an AuxK loss
+in which the top `k_aux` dead latents reconstruct the residual error. `ReluL1` is the v1/v4
+recipe: ReLU latents with an L1 penalty normalised by the input norm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from saelab.autoencoder import Autoencoder
+from saelab.errors import UserError
+from saelab.kernels import encode_at, sparse_decode
+
+
+@dataclass
+class StepOutput:
+    """The loss to minimise, which latents fired (for dead-latent statistics), and logs."""
+
+    loss: Tensor
+    fired: Tensor  # latent ids that were non-zero in this batch (with repeats)
+    logs: dict[str, Tensor]
+
+
+def geometric_median(points: Tensor, iterations: int = 64, eps: float = 1e-8) -> Tensor:
+    """Weiszfeld's algorithm: the point minimising the sum of Euclidean distances."""
+    median = points.mean(0)
+    for _ in range(iterations):
+        weights = 1 / (points - median).norm(dim=-1).clamp_min(eps)
+        median = (weights[:, None] * points).sum(0) / weights.sum()
+    return median
+
+
+def normalized_mse(recons: Tensor, target: Tensor) -> Tensor:
+    """MSE divided by the MSE of predicting the batch mean: scale-free."""
+    baseline = (target - target.mean(0)).pow(2).mean()
+    return (recons - target).pow(2).mean() / baseline.clamp_min(1e-12)
+
+
+class Recipe:
+    """Base: decoder rows are kept unit-norm, with the gradient parallel to them removed."""
+
+    name = "recipe"
+    normalize = False
+    k: int | None = None
+
+    def __init__(self, pre_bias_init: str = "geometric_median") -> None:
+        if pre_bias_init not in ("geometric_median", "mean", "zero"):
+            raise UserError(
+                f"recipe.pre_bias_init must be geometric_median, mean or zero: {pre_bias_init}"
+            )
+        self.pre_bias_init = pre_bias_init
+
+    def build(
+        self, n_latents: int, n_inputs: int, sample: Tensor, seed: int
+    ) -> tuple[Autoencoder, float]:
+        """A freshly initialised SAE fitted to `sample` (raw activations [N, n_inputs]), and the
+        MSE scale (inverse variance of its inputs) that its loss uses."""
+        sae = Autoencoder.random(n_latents, n_inputs, k=self.k, seed=seed, normalize=self.normalize)
+        x, _ = sae.preprocess(sample.float())
+        with torch.no_grad():
+            if self.pre_bias_init == "geometric_median":
+                sae.pre_bias.copy_(geometric_median(x))
+            elif self.pre_bias_init == "mean":
+                sae.pre_bias.copy_(x.mean(0))
+            # scale the encoder so that initial reconstructions have the input's norm
+            centred = x - sae.pre_bias
+            _, latents, _ = sae(sample.float())
+            recons = latents @ sae.W_dec
+            scale = centred.norm(dim=-1).mean() / recons.norm(dim=-1).mean().clamp_min(1e-12)
+            sae.W_enc.mul_(scale)
+        return sae, float(1 / (x - x.mean(0)).pow(2).mean().clamp_min(1e-12))
+
+    def loss(self, sae: Autoencoder, x: Tensor, mse_scale: float) -> StepOutput:
+        raise NotImplementedError
+
+    @staticmethod
+    @torch.no_grad()
+    def project_decoder_grad(sae: Autoencoder) -> None:
+        """Remove the gradient component parallel to each (unit) decoder row."""
+        if sae.W_dec.grad is not None:
+            rows = sae.W_dec
+            parallel = (sae.W_dec.grad * rows).sum(-1, keepdim=True)
+            sae.W_dec.grad.sub_(parallel * rows)
+
+    @staticmethod
+    @torch.no_grad()
+    def normalize_decoder(sae: Autoencoder) -> None:
+        sae.W_dec.div_(sae.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+
+
+class TopK(Recipe):
+    """TopK latents with AuxK on dead latents (OpenAI, "Scaling and evaluating SAEs")."""
+
+    name = "topk"
+
+    def __init__(
+        self,
+        k: int = 32,
+        k_aux: int = 256,
+        auxk_coef: float = 1 / 32,
+        dead_tokens: int = 10_000_000,
+        normalize: bool = True,
+        pre_bias_init: str = "geometric_median",
+    ) -> None:
+        super().__init__(pre_bias_init)
+        self.k, self.k_aux, self.auxk_coef = k, k_aux, auxk_coef
+        self.dead_tokens, self.normalize = dead_tokens, normalize
+
+    def loss(self, sae: Autoencoder, x: Tensor, mse_scale: float) -> StepOutput:
+        x, _ = sae.preprocess(x.float())
+        centred = x - sae.pre_bias
+        with torch.no_grad():  # choosing latents needs the dense pre-activations, not their grad
+            pre = torch.addmm(sae.latent_bias, centred, sae.W_enc.t())
+            indices = pre.topk(self.k, dim=-1).indices
+        values = F.relu(encode_at(centred, sae.W_enc, sae.latent_bias, indices, pre))
+        recons = sparse_decode(indices, values, sae.W_dec) + sae.pre_bias
+        mse = (recons - x).pow(2).mean()
+        loss = mse_scale * mse
+        logs = {"mse": mse, "nmse": ((recons - x).pow(2).sum(-1) / x.pow(2).sum(-1)).mean()}
+
+        dead = sae.stats_last_nonzero > self.dead_tokens
+        n_dead = int(dead.sum())
+        if self.auxk_coef and n_dead:
+            with torch.no_grad():
+                pre.masked_fill_(~dead, float("-inf"))
+                aux_indices = pre.topk(min(self.k_aux, n_dead), dim=-1).indices
+            aux_values = F.relu(encode_at(centred, sae.W_enc, sae.latent_bias, aux_indices, pre))
+            # the dead latents reconstruct the residual error; pre_bias is already in `recons`
+            residual = (x - recons).detach()
+            aux_loss = normalized_mse(sparse_decode(aux_indices, aux_values, sae.W_dec), residual)
+            loss = loss + self.auxk_coef * aux_loss
+            logs["auxk_loss"] = aux_loss.detach()
+        fired = indices[values > 0]
+        return StepOutput(loss, fired, {k: v.detach() for k, v in logs.items()})
+
+
+class ReluL1(Recipe):
+    """ReLU latents with an L1 penalty on latents / input norm (OpenAI's v1/v4 recipe)."""
+
+    name = "relu_l1"
+
+    def __init__(
+        self,
+        l1_coef: float = 0.01,
+        normalize: bool = False,
+        pre_bias_init: str = "geometric_median",
+    ) -> None:
+        super().__init__(pre_bias_init)
+        self.l1_coef, self.normalize = l1_coef, normalize
+
+    def loss(self, sae: Autoencoder, x: Tensor, mse_scale: float) -> StepOutput:
+        x, _ = sae.preprocess(x.float())
+        latents = F.relu(sae.encode_pre_act(x))
+        recons = latents @ sae.W_dec + sae.pre_bias
+        mse = (recons - x).pow(2).mean()
+        l1 = (latents.sum(-1) / x.norm(dim=-1).clamp_min(1e-12)).mean()
+        loss = mse_scale * mse + self.l1_coef * l1
+        logs = {
+            "mse": mse,
+            "l1": l1,
+            "nmse": ((recons - x).pow(2).sum(-1) / x.pow(2).sum(-1)).mean(),
+        }
+        fired = latents.nonzero()[:, 1]
+        return StepOutput(loss, fired, {k: v.detach() for k, v in logs.items()})

@@ -1,0 +1,208 @@
+"""`saelab train`: config -> model + tokens -> activation stream -> Lightning fit -> SAE files."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from saelab import results as results_io
+from saelab.activations import ActivationStream
+from saelab.data import TokenDataModule
+from saelab.errors import UserError
+from saelab.evals import build_plugins
+from saelab.evaluation import scalar_results
+from saelab.formats import save_sae
+from saelab.io import atomic_write, write_json
+from saelab.models import ModelSource, check_location
+from saelab.recipes import Recipe
+from saelab.run_eval import build
+from saelab.training import SAETraining
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints are written to a temp file and renamed: never a half-written `.ckpt`."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        atomic_write(Path(path), lambda f: torch.save(checkpoint, f))
+
+
+class TrainData(L.LightningDataModule):
+    """Training activations from a stream that resumes at the trainer's step; validation
+    token contexts held out from the same pool."""
+
+    def __init__(self, stream: ActivationStream, val: TokenDataModule) -> None:
+        super().__init__()
+        self.stream, self.val = stream, val
+
+    def train_dataloader(self) -> ActivationStream:
+        self.stream.device = self.trainer.lightning_module.device
+        self.stream.start_batch = self.trainer.global_step
+        return self.stream
+
+    def val_dataloader(self) -> DataLoader:
+        return self.val.test_dataloader()
+
+
+def places_for(cfg: DictConfig, model: ModelSource) -> dict[str, tuple[int, str]]:
+    """{hook name: (layer, location)} for every layer x location asked for."""
+    layers = list(cfg.layer) if isinstance(cfg.layer, ListConfig) else [cfg.layer]
+    locations = list(cfg.location) if isinstance(cfg.location, ListConfig) else [cfg.location]
+    for location in locations:
+        check_location(location)
+    if not all(isinstance(layer, int) for layer in layers):
+        raise UserError(f"layer must be an integer or a list of integers, got {cfg.layer}")
+    return {model.hook_name(loc, layer): (layer, loc) for layer in layers for loc in locations}
+
+
+def checkpoint_path(cfg: DictConfig, checkpoints: Path) -> str | None:
+    if cfg.get("ckpt_path"):
+        if not Path(cfg.ckpt_path).is_file():
+            raise UserError(f"ckpt_path={cfg.ckpt_path} does not exist")
+        return str(cfg.ckpt_path)
+    if cfg.get("resume"):
+        last = checkpoints / "last.ckpt"
+        if not last.is_file():
+            raise UserError(
+                f"resume=true but there is no {last}: pass the run_name= of the run "
+                "to resume, or ckpt_path=<file>"
+            )
+        return str(last)
+    return None
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    started = time.time()
+    L.seed_everything(cfg.seed, verbose=False)
+    model: ModelSource = build(cfg.model)
+    places = places_for(cfg, model)
+    hooks = {hook: layer for hook, (layer, _) in places.items()}
+    recipe: Recipe = build(cfg.recipe)
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+
+    # one token pool: the first contexts are held out for validation
+    data: TokenDataModule = build(cfg.data)
+    n_val = cfg.train.val_tokens if cfg.train.val_every_n_steps else 0
+    data.prepare(
+        model.tokenizer, model.vocab_size, model.n_ctx, n_tokens=cfg.train.n_tokens + n_val
+    )
+    n_val_contexts = max(n_val // data.n_ctx, data.batch_size) if n_val else 0
+    val = TokenDataModule(
+        data.source,
+        n_val_contexts * data.n_ctx,
+        data.n_ctx,
+        data.batch_size,
+        data.prepend_bos,
+        data.exclude_first,
+        data.seed,
+    )
+    val.tokens = data.tokens[:n_val_contexts]
+    stream = ActivationStream(
+        model,
+        hooks,
+        data.tokens[n_val_contexts:],
+        cfg.train.batch_size,
+        cfg.train.buffer_contexts,
+        data.batch_size,
+        data.exclude_first,
+        cfg.seed,
+    )
+    total_steps = len(stream)
+    if total_steps < 1:
+        raise UserError(
+            f"train.n_tokens={cfg.train.n_tokens} is less than one batch "
+            f"(train.batch_size={cfg.train.batch_size} tokens)"
+        )
+
+    # initialise each SAE on a sample of its activations (OpenAI's init needs the data)
+    sample_contexts = max(1, cfg.train.init_tokens // stream.tokens_per_context)
+    sample = stream.collect(stream.tokens[:sample_contexts])
+    fitted = {
+        hook: recipe.build(
+            cfg.sae.n_latents, sample[hook].shape[-1], sample[hook], seed=cfg.seed + i
+        )
+        for i, hook in enumerate(hooks)
+    }
+    plugins = {hook: build_plugins(cfg.evals) for hook in hooks}
+    module = SAETraining(
+        model,
+        {h: sae for h, (sae, _) in fitted.items()},
+        {h: scale for h, (_, scale) in fitted.items()},
+        hooks,
+        recipe,
+        plugins,
+        lr=cfg.train.lr,
+        warmup_steps=cfg.train.warmup_steps,
+        decay_fraction=cfg.train.decay_fraction,
+        total_steps=total_steps,
+        histogram_every_n_steps=cfg.train.histogram_every_n_steps,
+    )
+
+    checkpoints = out_dir / "checkpoints"
+    ckpt_path = checkpoint_path(cfg, checkpoints)
+    callbacks = [
+        ModelCheckpoint(
+            dirpath=checkpoints,
+            save_last=True,
+            save_top_k=1,
+            every_n_train_steps=cfg.train.checkpoint_every_n_steps,
+        )
+    ]
+    if cfg.train.ema_decay:
+        callbacks.append(EMAWeightAveraging(decay=cfg.train.ema_decay))
+    logger = build(cfg.logger) if cfg.get("logger") else None
+    if logger:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    trainer: L.Trainer = build(
+        cfg.trainer,
+        logger=logger or False,
+        callbacks=callbacks,
+        max_steps=total_steps,
+        max_epochs=1,
+        plugins=[AtomicCheckpointIO()],
+        enable_checkpointing=True,
+        val_check_interval=cfg.train.val_every_n_steps or None,
+        limit_val_batches=1.0 if cfg.train.val_every_n_steps else 0,
+    )
+    trainer.fit(module, datamodule=TrainData(stream, val), ckpt_path=ckpt_path)
+
+    provenance = {
+        "model": model.name,
+        "recipe": recipe.name,
+        "n_latents": cfg.sae.n_latents,
+        "k": recipe.k,
+        "normalize": recipe.normalize,
+        "n_tokens": int(module.tokens_seen),
+        "steps": trainer.global_step,
+        "seconds": round(time.time() - started, 3),
+        "versions": results_io.versions(),
+    }
+    final_metrics = {}
+    if n_val_contexts:  # the SAEs as saved (EMA weights if enabled) on the held-out tokens
+        trainer.validate(module, datamodule=TrainData(stream, val), verbose=False)
+        final_metrics = {h: scalar_results(r) for h, r in module.validation_results.items()}
+    saes = {}
+    if trainer.is_global_zero:
+        for hook, (layer, location) in places.items():
+            meta = {**provenance, "hook": hook, "layer": layer, "location": location}
+            written = save_sae(module.sae(hook).cpu(), out_dir / "saes" / hook, meta)
+            saes[hook] = {
+                "files": [str(p) for p in written],
+                "validation": final_metrics.get(hook, {}),
+            }
+        write_json(out_dir / "train.json", {"provenance": provenance, "saes": saes})
+        print(
+            f"\ntrained {len(hooks)} SAE(s) on {provenance['n_tokens']} tokens "
+            f"in {provenance['seconds']:.0f} s"
+        )
+        for hook, info in saes.items():
+            print(f"  {hook}: {Path(info['files'][0]).parent}")
+    return provenance

@@ -1,0 +1,177 @@
+"""The Lightning fit loop: SAEs at one or more hooks, trained on one shared activation stream.
+
+Validation runs the evaluation plugins of `saelab eval` (the same `BatchEvaluator`) on
+held-out token contexts.
+"""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from saelab.autoencoder import Autoencoder
+from saelab.errors import UserError
+from saelab.evals import EvalPlugin
+from saelab.evals.density import log10_histogram
+from saelab.evaluation import BatchEvaluator, compute_all, scalar_results
+from saelab.models import ModelSource
+from saelab.recipes import Recipe
+
+ADAM_EPS = 6.25e-10  # OpenAI's
+
+
+def module_key(hook: str) -> str:
+    """nn.ModuleDict keys may not contain dots."""
+    return hook.replace(".", "/")
+
+
+class SAETraining(L.LightningModule):
+    """Trains `saes` ({hook: Autoencoder}) with `recipe`; batches are `{hook: activations}`."""
+
+    def __init__(
+        self,
+        model: ModelSource | None,
+        saes: dict[str, Autoencoder],
+        mse_scales: dict[str, float],
+        hooks: dict[str, int],
+        recipe: Recipe,
+        plugins: dict[str, dict[str, EvalPlugin]],
+        lr: float = 1e-4,
+        warmup_steps: int = 100,
+        decay_fraction: float = 0.2,
+        total_steps: int = 1000,
+        histogram_every_n_steps: int = 500,
+    ) -> None:
+        super().__init__()
+        self.source, self.hooks, self.recipe = model, hooks, recipe
+        self.saes = nn.ModuleDict({module_key(h): sae for h, sae in saes.items()})
+        for hook, scale in mse_scales.items():
+            self.register_buffer(
+                f"mse_scale_{module_key(hook).replace('/', '_')}", torch.tensor(scale)
+            )
+        self.plugins = nn.ModuleDict({module_key(h): nn.ModuleDict(p) for h, p in plugins.items()})
+        for hook, hook_plugins in plugins.items():
+            for plugin in hook_plugins.values():
+                plugin.setup(saes[hook])
+        self.evaluators = {  # validation needs the model; without one, training only
+            hook: BatchEvaluator(
+                model, hook, layer, frozenset().union(*(p.needs for p in plugins[hook].values()))
+            )
+            for hook, layer in hooks.items()
+            if model is not None and plugins.get(hook)
+        }
+        self.lr, self.warmup_steps, self.decay_fraction = lr, warmup_steps, decay_fraction
+        self.total_steps, self.histogram_every_n_steps = total_steps, histogram_every_n_steps
+        self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long))
+        self._step_started = time.perf_counter()
+
+    def sae(self, hook: str) -> Autoencoder:
+        return self.saes[module_key(hook)]
+
+    def mse_scale(self, hook: str) -> float:
+        return float(getattr(self, f"mse_scale_{module_key(hook).replace('/', '_')}"))
+
+    def setup(self, stage: str) -> None:
+        if self.source is not None:
+            self.source.to(self.device)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        total = 0
+        n_tokens = len(next(iter(batch.values())))
+        logs: dict[str, Tensor | float] = {}
+        for hook, x in batch.items():
+            sae = self.sae(hook)
+            out = self.recipe.loss(sae, x, self.mse_scale(hook))
+            if not torch.isfinite(out.loss):
+                raise UserError(
+                    f"non-finite loss ({out.loss.item()}) at step {self.global_step} for {hook}; "
+                    "stopped. The last good checkpoint is in the run's checkpoints/ folder "
+                    "(resume with ckpt_path=...); try a lower train.lr"
+                )
+            total = total + out.loss
+            with torch.no_grad():  # tokens since each latent last fired
+                sae.stats_last_nonzero += n_tokens
+                sae.stats_last_nonzero[out.fired] = 0
+            dead = sae.stats_last_nonzero > getattr(self.recipe, "dead_tokens", 10_000_000)
+            prefix = f"train/{hook}/" if len(batch) > 1 else "train/"
+            logs.update({prefix + k: v for k, v in out.logs.items()})
+            logs[prefix + "loss"] = out.loss.detach()
+            logs[prefix + "l0"] = len(out.fired) / n_tokens
+            logs[prefix + "dead_fraction"] = dead.float().mean()
+        self.tokens_seen += n_tokens
+        now = time.perf_counter()
+        logs["tokens_per_s"] = n_tokens / max(now - self._step_started, 1e-9)
+        self._step_started = now
+        logs["tokens_seen"] = float(self.tokens_seen)
+        logs["lr"] = self.optimizers().param_groups[0]["lr"]
+        self.log_dict(logs, prog_bar=False)
+        self.log("tok/s", logs["tokens_per_s"], prog_bar=True, logger=False)
+        self.log("loss", total.detach(), prog_bar=True, logger=False)
+        if self.histogram_every_n_steps and self.global_step % self.histogram_every_n_steps == 0:
+            self.log_density_histograms()
+        return total
+
+    def on_after_backward(self) -> None:
+        for sae in self.saes.values():
+            self.recipe.project_decoder_grad(sae)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        for sae in self.saes.values():
+            self.recipe.normalize_decoder(sae)
+
+    def log_density_histograms(self) -> None:
+        """Latents' log10 firing frequency from the running tokens-since-fired statistics."""
+        from lightning.pytorch.loggers import WandbLogger
+
+        if not isinstance(self.logger, WandbLogger):
+            return
+        import wandb
+
+        for hook in self.hooks:
+            since = self.sae(hook).stats_last_nonzero.float().clamp_min(1)
+            rate = (1 / since).log10().cpu().numpy()
+            self.logger.experiment.log(
+                {
+                    f"train/{hook}/log10_density_estimate": wandb.Histogram(rate, num_bins=40),
+                    "trainer/global_step": self.global_step,
+                }
+            )
+
+    # -- validation through the evaluation plugins -----------------------------------------
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        for hook, evaluator in self.evaluators.items():
+            plugins = self.plugins[module_key(hook)].values()
+            evaluator(self.sae(hook), plugins, batch["tokens"], batch["mask"])
+
+    def on_validation_epoch_end(self) -> None:
+        self.validation_results = {}
+        for hook in self.evaluators:
+            plugins = self.plugins[module_key(hook)].values()
+            results = compute_all(plugins)
+            for plugin in plugins:
+                plugin.reset()
+            self.validation_results[hook] = results
+            prefix = f"val/{hook}/" if len(self.hooks) > 1 else "val/"
+            self.log_dict({prefix + k: v for k, v in scalar_results(results).items()})
+            if "density/frequencies" in results:
+                hist = log10_histogram(results["density/frequencies"])
+                self.validation_results[hook]["density/log10_histogram"] = hist
+
+    # -- optimisation --------------------------------------------------------------------
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.saes.parameters(), lr=self.lr, eps=ADAM_EPS)
+        decay_steps = max(1, int(self.decay_fraction * self.total_steps))
+
+        def schedule(step: int) -> float:
+            warmup = min(1.0, (step + 1) / max(1, self.warmup_steps))
+            decay = min(1.0, max(0.0, (self.total_steps - step) / decay_steps))
+            return warmup * decay
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

@@ -1,0 +1,261 @@
+"""Training: recovery of a known sparse dictionary, AuxK, resume, and the CLI end to end."""
+
+import json
+import subprocess
+import sys
+
+import lightning as L
+import pytest
+import torch
+
+from saelab.checkpoints import load_autoencoder
+from saelab.cli import main
+from saelab.recipes import ReluL1, TopK, geometric_median
+from saelab.training import SAETraining
+from tests.conftest import TINY_OVERRIDES
+
+D, N_TRUE = 64, 256
+
+
+class SparseDictionary:
+    """Samples that are sparse non-negative combinations of N_TRUE unit directions in D dims."""
+
+    def __init__(self, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.directions = torch.randn(N_TRUE, D, generator=g)
+        self.directions /= self.directions.norm(dim=-1, keepdim=True)
+
+    def batch(self, size: int, g: torch.Generator) -> torch.Tensor:
+        active = torch.rand(size, N_TRUE, generator=g) < 4 / N_TRUE
+        return (active * (0.5 + torch.rand(size, N_TRUE, generator=g))) @ self.directions
+
+    def stream(self, n_batches: int, size: int, seed: int = 1) -> "Batches":
+        g = torch.Generator().manual_seed(seed)
+        return Batches([{"syn": self.batch(size, g)} for _ in range(n_batches)])
+
+    def recovered(self, W_dec: torch.Tensor) -> float:
+        """Fraction of true directions matched by some decoder row with cosine > 0.9."""
+        rows = W_dec / W_dec.norm(dim=-1, keepdim=True)
+        return (self.directions @ rows.T).max(dim=1).values.gt(0.9).float().mean().item()
+
+
+class Batches:
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self):
+        return len(self.batches)
+
+
+def fit(recipe, data: SparseDictionary, steps: int, lr: float = 3e-3, prepare=None):
+    sample = data.batch(4096, torch.Generator().manual_seed(99))
+    sae, scale = recipe.build(512, D, sample, seed=0)
+    if prepare:
+        prepare(sae)
+    module = SAETraining(
+        None,
+        {"syn": sae},
+        {"syn": scale},
+        {"syn": 0},
+        recipe,
+        {},
+        lr=lr,
+        warmup_steps=20,
+        total_steps=steps,
+        histogram_every_n_steps=0,
+    )
+    trainer = L.Trainer(
+        max_steps=steps,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, train_dataloaders=data.stream(steps, 1024))
+    return sae
+
+
+def test_topk_recovers_the_true_directions():
+    data = SparseDictionary()
+    sae = fit(TopK(k=8, k_aux=64, dead_tokens=20_000, normalize=False), data, steps=800)
+    assert data.recovered(sae.W_dec.detach()) >= 0.9
+    assert torch.allclose(sae.W_dec.norm(dim=-1), torch.ones(512), atol=1e-5)
+
+
+def test_relu_l1_recovers_most_directions():
+    data = SparseDictionary()
+    sae = fit(ReluL1(l1_coef=0.05), data, steps=800)
+    assert data.recovered(sae.W_dec.detach()) >= 0.75
+
+
+def test_auxk_revives_latents_dead_at_initialisation():
+    data = SparseDictionary()
+    fresh = data.batch(4096, torch.Generator().manual_seed(7))
+
+    def quiet_half(sae):  # latents 256+ start with tiny encoder rows: they never win the top k
+        with torch.no_grad():
+            sae.W_enc[256:] *= 0.1
+
+    def alive_in_quiet_half(sae) -> float:
+        with torch.no_grad():
+            latents, _ = sae.encode_sparse(fresh)
+        fired = torch.bincount(latents.indices[latents.values > 0], minlength=512)
+        return fired[256:].gt(0).float().mean().item()
+
+    with_aux = fit(
+        TopK(k=8, k_aux=64, dead_tokens=2048, normalize=False), data, 400, prepare=quiet_half
+    )
+    without = fit(
+        TopK(k=8, auxk_coef=0.0, dead_tokens=2048, normalize=False), data, 400, prepare=quiet_half
+    )
+    assert alive_in_quiet_half(with_aux) > 0.6
+    assert alive_in_quiet_half(with_aux) > 2 * alive_in_quiet_half(without)
+
+
+def test_geometric_median_resists_outliers():
+    points = torch.zeros(101, 3)
+    points[:10] = 1000.0  # outliers drag the mean, not the median
+    assert geometric_median(points).norm() < 1.0 < points.mean(0).norm()
+
+
+TRAIN = [
+    "train",
+    "model=random_gpt2",
+    *TINY_OVERRIDES,
+    "data=random_tokens",
+    "data.n_ctx=16",
+    "data.batch_size=8",
+    "location=resid_post_mlp",
+    "train.n_tokens=12000",
+    "train.batch_size=256",
+    "train.buffer_contexts=256",
+    "sae.n_latents=256",
+    "sae.k=8",
+    "train.val_tokens=2048",
+    "train.val_every_n_steps=20",
+    "train.checkpoint_every_n_steps=10",
+    "train.init_tokens=2048",
+    "train.warmup_steps=5",
+    "recipe.dead_tokens=2000",
+    "logger=none",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def test_train_two_layers_from_the_cli_and_evaluate_the_saved_file(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "saelab", *TRAIN, "layer=[0,1]", "run_name=two"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "logs" / "train" / "runs" / "two"
+    summary = json.loads((run_dir / "train.json").read_text())
+    assert set(summary["saes"]) == {"blocks.0.hook_resid_post", "blocks.1.hook_resid_post"}
+    # (12000 + 2048) // 16 = 878 contexts, 128 held out; buffers of 256, 256, 238 contexts
+    # give 15, 15, 13 batches of 256 tokens (15 tokens per context after the first position)
+    assert summary["provenance"]["steps"] == 43
+    assert summary["provenance"]["n_tokens"] == 43 * 256
+    hook = "blocks.1.hook_resid_post"
+    logged = summary["saes"][hook]["validation"]
+    sae_pt = run_dir / "saes" / hook / "sae.pt"
+    saelab_format = load_autoencoder(run_dir / "saes" / hook / "sae.safetensors")
+    assert torch.equal(load_autoencoder(sae_pt).W_dec, saelab_format.W_dec)
+
+    # the OpenAI-format file, evaluated on the same held-out tokens, gives the logged metrics
+    main(
+        [
+            "eval",
+            "model=random_gpt2",
+            *TINY_OVERRIDES,
+            "data=random_tokens",
+            "data.n_ctx=16",
+            "data.batch_size=8",
+            "data.n_tokens=2048",
+            "layer=1",
+            "location=resid_post_mlp",
+            "sae=file",
+            f"sae.path={sae_pt}",
+            "evals=[reconstruction,density]",
+            "logger=none",
+            f"hydra.run.dir={tmp_path / 'eval'}",
+        ]
+    )
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())["metrics"]
+    for key in (
+        "reconstruction/nmse",
+        "reconstruction/fvu",
+        "sparsity/l0",
+        "density/dead_fraction",
+    ):
+        assert evaluated[key] == pytest.approx(logged[key], rel=1e-4, abs=1e-6), key
+
+
+def final_weights(run_dir):
+    return load_autoencoder(run_dir / "saes" / "blocks.0.hook_resid_post" / "sae.pt")
+
+
+def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = [*TRAIN, "layer=0", "train.val_every_n_steps=0"]
+    main([*args, "run_name=whole"])
+
+    original = SAETraining.training_step
+
+    def crash_at_step_25(self, batch, batch_idx):
+        if self.global_step == 25:
+            raise RuntimeError("simulated kill")
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(SAETraining, "training_step", crash_at_step_25)
+    with pytest.raises(SystemExit):  # Hydra reports the crash and exits 1
+        main([*args, "run_name=killed"])
+    killed = tmp_path / "logs" / "train" / "runs" / "killed"
+    assert (killed / "checkpoints" / "last.ckpt").is_file()
+    assert not (killed / "saes").exists()  # nothing that looks finished
+    monkeypatch.setattr(SAETraining, "training_step", original)
+    main([*args, "run_name=killed", "resume=true"])
+
+    whole = final_weights(tmp_path / "logs" / "train" / "runs" / "whole")
+    resumed = final_weights(killed)
+    for name in ("W_enc", "W_dec", "pre_bias", "latent_bias", "stats_last_nonzero"):
+        assert torch.allclose(getattr(resumed, name), getattr(whole, name), atol=1e-6), name
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main([*TRAIN, "layer=0", "run_name=fresh", "resume=true"])
+    assert exit_info.value.code == 2
+    assert "resume=true but there is no" in capsys.readouterr().err
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    original = TopK.loss
+    calls = {"n": 0}
+
+    def blows_up(self, sae, x, mse_scale):
+        calls["n"] += 1
+        out = original(self, sae, x, mse_scale)
+        if calls["n"] > 13:  # training steps 0-12 are fine
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(TopK, "loss", blows_up)
+    with pytest.raises(SystemExit) as exit_info:
+        main([*TRAIN, "layer=0", "train.val_every_n_steps=0", "run_name=nan"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "non-finite loss (nan) at step 13" in err and "Traceback" not in err
+    checkpoints = tmp_path / "logs" / "train" / "runs" / "nan" / "checkpoints"
+    assert (checkpoints / "last.ckpt").is_file()
+    assert not list(checkpoints.glob("*.partial"))
