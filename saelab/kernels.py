@@ -40,6 +40,7 @@ def _sparse_dtype(t: Tensor) -> torch.dtype:
 def _csr(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
     with warnings.catch_warnings():  # PyTorch calls CSR "beta"; the ops used here are tested
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly")
         return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
 
 

@@ -64,6 +64,7 @@ class Recipe:
         """A freshly initialised SAE fitted to `sample` (raw activations [N, n_inputs]), and the
         MSE scale (inverse variance of its inputs) that its loss uses."""
         sae = Autoencoder.random(n_latents, n_inputs, k=self.k, seed=seed, normalize=self.normalize)
+        sae = sae.to(sample.device)
         x, _ = sae.preprocess(sample.float())
         with torch.no_grad():
             if self.pre_bias_init == "geometric_median":
