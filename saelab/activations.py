@@ -1,23 +1,85 @@
 """Activations for training: one model forward per chunk of contexts feeds every hooked SAE.
 
-Contexts are drawn in a seeded random order, their activations at all hooks are collected
-into a buffer of many contexts, and batches of tokens are drawn from the buffer in a seeded
-random order: batches mix tokens from many documents. The stream is deterministic, so a
-resumed run skips to the same batch it would have reached (`start_batch`).
+Contexts are taken in a seeded random order; the activations of `buffer_contexts` contexts
+at all hooks form a buffer, and batches of tokens are drawn from it in a seeded random
+order, so a batch mixes tokens of many documents. The stream is deterministic: a resumed run
+skips to the batch it had reached (`start_batch`), and a stream read back from an on-disk
+cache yields exactly the batches of the live one.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
+from saelab.errors import UserError
+from saelab.io import write_json
 from saelab.models import ModelSource
 
+CACHE_FORMAT = "saelab-activations/1"
+MANIFEST = "manifest.json"
 
-class ActivationStream:
-    """Iterable of `{hook: [batch_size, width]}` batches from `tokens` [n_contexts, n_ctx]."""
+
+class BufferedStream:
+    """Iterable of `{hook: [batch_size, width]}` batches drawn from shuffled buffers."""
+
+    def __init__(
+        self,
+        hooks: dict[str, int],
+        widths: dict[str, int],
+        n_contexts: int,
+        tokens_per_context: int,
+        batch_size: int,
+        buffer_contexts: int,
+        seed: int,
+    ) -> None:
+        self.hooks, self.widths, self.batch_size, self.seed = hooks, widths, batch_size, seed
+        self.n_contexts, self.tokens_per_context = n_contexts, tokens_per_context
+        self.buffer_contexts = min(buffer_contexts, n_contexts)
+        self.start_batch = 0
+        self.device = torch.device("cpu")
+
+    def buffer(self, index: int) -> dict[str, Tensor]:
+        """Activations of the `index`-th group of `buffer_contexts` contexts, in order."""
+        raise NotImplementedError
+
+    def buffer_batches(self) -> list[int]:
+        """Number of batches drawn from each buffer (leftover tokens of a buffer are dropped)."""
+        sizes = [
+            min(self.buffer_contexts, self.n_contexts - start)
+            for start in range(0, self.n_contexts, self.buffer_contexts)
+        ]
+        return [size * self.tokens_per_context // self.batch_size for size in sizes]
+
+    def __len__(self) -> int:
+        """All batches of the stream; a resumed one yields those from `start_batch` on."""
+        return sum(self.buffer_batches())
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        skip = self.start_batch
+        for index, n_batches in enumerate(self.buffer_batches()):
+            if skip >= n_batches:
+                skip -= n_batches
+                continue
+            buffer = self.buffer(index)
+            n_tokens = len(next(iter(buffer.values())))
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+            order = torch.randperm(n_tokens, generator=generator).to(self.device)
+            for b in range(skip, n_batches):
+                rows = order[b * self.batch_size : (b + 1) * self.batch_size]
+                yield {hook: acts[rows] for hook, acts in buffer.items()}
+            skip = 0
+
+
+class ModelActivations(BufferedStream):
+    """Activations computed from `tokens` [n_contexts, n_ctx] by the model, as needed."""
 
     def __init__(
         self,
@@ -30,61 +92,129 @@ class ActivationStream:
         exclude_first: bool = True,
         seed: int = 0,
     ) -> None:
-        self.model, self.hooks, self.batch_size = model, hooks, batch_size
-        self.forward_batch, self.exclude_first, self.seed = forward_batch, exclude_first, seed
-        self.buffer_contexts = min(buffer_contexts, len(tokens))
+        widths = {hook: model.width_of(hook) for hook in hooks}
+        first = int(exclude_first)
+        super().__init__(
+            hooks, widths, len(tokens), tokens.shape[1] - first, batch_size, buffer_contexts, seed
+        )
+        self.model, self.forward_batch, self.first = model, forward_batch, first
         order = torch.randperm(len(tokens), generator=torch.Generator().manual_seed(seed))
         self.tokens = tokens[order]
-        self.start_batch = 0
-        self.device = torch.device("cpu")
-
-    @property
-    def tokens_per_context(self) -> int:
-        return self.tokens.shape[1] - int(self.exclude_first)
-
-    def buffer_batches(self) -> list[int]:
-        """Number of batches drawn from each buffer (leftover tokens of a buffer are dropped)."""
-        sizes = [
-            min(self.buffer_contexts, len(self.tokens) - start)
-            for start in range(0, len(self.tokens), self.buffer_contexts)
-        ]
-        return [size * self.tokens_per_context // self.batch_size for size in sizes]
-
-    def __len__(self) -> int:
-        return sum(self.buffer_batches())
 
     @torch.no_grad()
     def collect(self, contexts: Tensor) -> dict[str, Tensor]:
         """Activations at every hook for `contexts`, from one forward per chunk."""
-        stop = max(self.hooks.values()) + 1
         chunks: dict[str, list[Tensor]] = {hook: [] for hook in self.hooks}
 
         def capture(name: str):
             def hook_fn(act: Tensor, hook) -> Tensor:
-                first = int(self.exclude_first)
-                chunks[name].append(act[:, first:].reshape(-1, act.shape[-1]))
+                chunks[name].append(act[:, self.first :].reshape(-1, act.shape[-1]))
                 return act
 
             return hook_fn
 
         hooks = [(name, capture(name)) for name in self.hooks]
+        stop = max(self.hooks.values()) + 1
         for start in range(0, len(contexts), self.forward_batch):
             batch = contexts[start : start + self.forward_batch].to(self.device)
             self.model.bridge.run_with_hooks(batch, fwd_hooks=hooks, stop_at_layer=stop)
         return {hook: torch.cat(parts) for hook, parts in chunks.items()}
 
-    def __iter__(self) -> Iterator[dict[str, Tensor]]:
-        skip = self.start_batch
-        for index, n_batches in enumerate(self.buffer_batches()):
-            if skip >= n_batches:
-                skip -= n_batches
-                continue
-            start = index * self.buffer_contexts
-            buffer = self.collect(self.tokens[start : start + self.buffer_contexts])
-            n_tokens = len(next(iter(buffer.values())))
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
-            order = torch.randperm(n_tokens, generator=generator).to(self.device)
-            for b in range(skip, n_batches):
-                rows = order[b * self.batch_size : (b + 1) * self.batch_size]
-                yield {hook: acts[rows] for hook, acts in buffer.items()}
-            skip = 0
+    def buffer(self, index: int) -> dict[str, Tensor]:
+        start = index * self.buffer_contexts
+        return self.collect(self.tokens[start : start + self.buffer_contexts])
+
+    def cache_bytes(self, dtype: str) -> int:
+        rows = self.n_contexts * self.tokens_per_context
+        return rows * sum(self.widths.values()) * np.dtype(dtype).itemsize
+
+    def write_cache(self, directory: Path, metadata: dict, dtype: str = "float32") -> None:
+        """Store every hook's activations for all contexts in stream order (`CachedActivations`).
+
+        Arrays are written under temporary names and renamed; the manifest is written last, so a
+        directory with a manifest is complete.
+        """
+        directory.mkdir(parents=True, exist_ok=True)
+        rows = self.n_contexts * self.tokens_per_context
+        partial = {hook: directory / f".{hook}.npy.partial" for hook in self.hooks}
+        arrays = {
+            hook: np.lib.format.open_memmap(
+                partial[hook], mode="w+", dtype=dtype, shape=(rows, self.widths[hook])
+            )
+            for hook in self.hooks
+        }
+        per_buffer = self.buffer_contexts * self.tokens_per_context
+        n_buffers = -(-self.n_contexts // self.buffer_contexts)
+        for index in tqdm(range(n_buffers), desc="cache activations", unit="buffer"):
+            for hook, acts in self.buffer(index).items():
+                arrays[hook][index * per_buffer : index * per_buffer + len(acts)] = (
+                    acts.cpu().numpy()
+                )
+        for hook, array in arrays.items():
+            array.flush()
+            os.replace(partial[hook], directory / f"{hook}.npy")
+        write_json(
+            directory / MANIFEST,
+            {
+                "format": CACHE_FORMAT,
+                "dtype": dtype,
+                "n_contexts": self.n_contexts,
+                "tokens_per_context": self.tokens_per_context,
+                "hooks": self.widths,
+                "seed": self.seed,
+                **metadata,
+            },
+        )
+
+
+class CachedActivations(BufferedStream):
+    """The stream read back from a cache directory written by `ModelActivations.write_cache`.
+
+    Format: `manifest.json` ({"format": "saelab-activations/1", "hooks": {hook: width},
+    "n_contexts", "tokens_per_context", "dtype", "seed", and the model and data it came from})
+    and one `<hook>.npy` per hook, [n_contexts * tokens_per_context, width], rows in stream
+    order (contexts already shuffled by the seed). Memory-mapped: only a buffer is in memory.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        hooks: dict[str, int],
+        batch_size: int,
+        buffer_contexts: int,
+        seed: int,
+    ) -> None:
+        manifest_path = Path(directory) / MANIFEST
+        if not manifest_path.is_file():
+            raise UserError(f"no complete activation cache in {directory} (no {MANIFEST})")
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("format") != CACHE_FORMAT:
+            raise UserError(f"{directory} is not a {CACHE_FORMAT} cache")
+        missing = sorted(set(hooks) - set(manifest["hooks"]))
+        if missing:
+            raise UserError(f"the activation cache {directory} lacks hooks {missing}")
+        if manifest["seed"] != seed:
+            raise UserError(
+                f"the activation cache {directory} was written with seed="
+                f"{manifest['seed']}, not {seed}"
+            )
+        super().__init__(
+            hooks,
+            {h: manifest["hooks"][h] for h in hooks},
+            manifest["n_contexts"],
+            manifest["tokens_per_context"],
+            batch_size,
+            buffer_contexts,
+            seed,
+        )
+        self.manifest = manifest
+        self.arrays = {h: np.load(Path(directory) / f"{h}.npy", mmap_mode="r") for h in hooks}
+
+    def buffer(self, index: int) -> dict[str, Tensor]:
+        rows = self.buffer_contexts * self.tokens_per_context
+        return {
+            hook: torch.from_numpy(np.array(array[index * rows : (index + 1) * rows]))
+            .float()
+            .to(self.device)
+            for hook, array in self.arrays.items()
+        }

@@ -18,6 +18,7 @@ import blobfile as bf
 import torch
 from tqdm import tqdm
 
+import saelab.zoo
 from saelab import paths
 from saelab.autoencoder import Autoencoder
 from saelab.errors import UserError
@@ -60,6 +61,11 @@ def openai(family: str, location: str, layer: int, cache_dir: str | None = None)
     if family not in paths.FAMILIES:
         raise UserError(f"unknown OpenAI SAE family {family!r}; one of {', '.join(paths.FAMILIES)}")
     return from_path(paths.FAMILIES[family].url(location, layer), cache_dir)
+
+
+def zoo(model: str, family: str, location: str, layer: int) -> LoadedSAE:
+    """An SAE bundled in saelab/zoo (offline), chosen like OpenAI's by location and layer."""
+    return from_path(str(saelab.zoo.sae_path(model, family, location, layer)))
 
 
 def from_path(path: str, cache_dir: str | None = None) -> LoadedSAE:

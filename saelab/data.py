@@ -8,6 +8,7 @@ attention sink with a huge residual norm that would dominate every average.
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from saelab.errors import UserError
+from saelab.zoo import ZOO_DIR
 
 
 class TokenSource(Protocol):
@@ -100,6 +102,23 @@ class TextFiles(TextSource):
         if self.text_field not in row:
             raise UserError(f"{path}:{line_no} has no {self.text_field!r} field")
         return row[self.text_field]
+
+
+class Bundled(TextSource):
+    """The Shakespeare corpus shipped in saelab/zoo (offline); `val` is held out from training
+    the tiny model, `train` is what it (and its SAEs) were trained on."""
+
+    SEPARATOR = "\n<|endoftext|>\n"
+
+    def __init__(self, split: str = "val") -> None:
+        if split not in ("train", "val"):
+            raise UserError(f"data.source.split must be train or val, not {split!r}")
+        self.path = ZOO_DIR / "shakespeare" / f"{split}.txt.gz"
+        self.name = f"bundled shakespeare/{split}"
+
+    def documents(self, seed: int) -> Iterator[str]:
+        with gzip.open(self.path, "rt", encoding="utf-8") as f:
+            yield from f.read().removesuffix("\n").split(self.SEPARATOR)
 
 
 class RandomTokens:

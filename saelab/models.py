@@ -21,6 +21,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from saelab.errors import UserError
+from saelab.zoo import ZOO_DIR
 
 HOOKS = {
     "mlp_post_act": "blocks.{layer}.mlp.hook_post",
@@ -70,8 +71,11 @@ class ModelSource:
         return HOOKS[location].format(layer=layer)
 
     def width(self, location: str) -> int:
+        return self.width_of(HOOKS[location])
+
+    def width_of(self, hook: str) -> int:
         cfg = self.bridge.cfg
-        return cfg.d_mlp if location == "mlp_post_act" else cfg.d_model
+        return cfg.d_mlp if hook.endswith("mlp.hook_post") else cfg.d_model
 
     def __deepcopy__(self, memo: dict) -> ModelSource:
         """A model source is a shared, read-only resource: copies of a module share it."""
@@ -135,6 +139,11 @@ def hf_local(path: str, name: str | None = None) -> ModelSource:
     hf_model = GPT2LMHeadModel.from_pretrained(directory, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     return _boot(name or directory.name, hf_model, tokenizer)
+
+
+def zoo(name: str = "tiny") -> ModelSource:
+    """A model bundled in saelab/zoo, loaded exactly as `hf_local` loads a local directory."""
+    return hf_local(str(ZOO_DIR / name), name=f"zoo/{name}")
 
 
 def random_gpt2(

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from saelab import results as results_io
-from saelab.activations import ActivationStream
+from saelab.activations import MANIFEST, BufferedStream, CachedActivations, ModelActivations
 from saelab.data import TokenDataModule
 from saelab.errors import UserError
 from saelab.evals import build_plugins
@@ -39,11 +39,11 @@ class TrainData(L.LightningDataModule):
     """Training activations from a stream that resumes at the trainer's step; validation
     token contexts held out from the same pool."""
 
-    def __init__(self, stream: ActivationStream, val: TokenDataModule) -> None:
+    def __init__(self, stream: BufferedStream, val: TokenDataModule) -> None:
         super().__init__()
         self.stream, self.val = stream, val
 
-    def train_dataloader(self) -> ActivationStream:
+    def train_dataloader(self) -> BufferedStream:
         self.stream.device = self.trainer.lightning_module.device
         self.stream.start_batch = self.trainer.global_step
         return self.stream
@@ -61,6 +61,24 @@ def places_for(cfg: DictConfig, model: ModelSource) -> dict[str, tuple[int, str]
     if not all(isinstance(layer, int) for layer in layers):
         raise UserError(f"layer must be an integer or a list of integers, got {cfg.layer}")
     return {model.hook_name(loc, layer): (layer, loc) for layer in layers for loc in locations}
+
+
+def cached(
+    stream: ModelActivations, directory: Path, cfg: DictConfig, model: ModelSource
+) -> CachedActivations:
+    """Write the activation cache once (if it is not complete yet), then read from it."""
+    if not (directory / MANIFEST).is_file():
+        dtype = cfg.train.activation_cache_dtype
+        size = stream.cache_bytes(dtype) / 1e9
+        print(
+            f"writing an activation cache of {size:.2f} GB ({stream.n_contexts} contexts, "
+            f"{len(stream.hooks)} hooks, {dtype}) to {directory}"
+        )
+        source = OmegaConf.to_container(cfg.data.source, resolve=True)
+        stream.write_cache(directory, {"model": model.name, "data": source}, dtype=dtype)
+    return CachedActivations(
+        directory, stream.hooks, stream.batch_size, stream.buffer_contexts, stream.seed
+    )
 
 
 def checkpoint_path(cfg: DictConfig, checkpoints: Path) -> str | None:
@@ -105,7 +123,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         data.seed,
     )
     val.tokens = data.tokens[:n_val_contexts]
-    stream = ActivationStream(
+    stream = ModelActivations(
         model,
         hooks,
         data.tokens[n_val_contexts:],
@@ -115,6 +133,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         data.exclude_first,
         cfg.seed,
     )
+    if cfg.train.activation_cache:
+        stream = cached(stream, Path(cfg.train.activation_cache), cfg, model)
     total_steps = len(stream)
     if total_steps < 1:
         raise UserError(
@@ -123,13 +143,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
 
     # initialise each SAE on a sample of its activations (OpenAI's init needs the data)
-    sample_contexts = max(1, cfg.train.init_tokens // stream.tokens_per_context)
-    sample = stream.collect(stream.tokens[:sample_contexts])
+    sample = {hook: acts[: cfg.train.init_tokens] for hook, acts in stream.buffer(0).items()}
     fitted = {
-        hook: recipe.build(
-            cfg.sae.n_latents, sample[hook].shape[-1], sample[hook], seed=cfg.seed + i
-        )
-        for i, hook in enumerate(hooks)
+        hook: recipe.build(cfg.sae.n_latents, acts.shape[-1], acts, seed=cfg.seed + i)
+        for i, (hook, acts) in enumerate(sample.items())
     }
     plugins = {hook: build_plugins(cfg.evals) for hook in hooks}
     module = SAETraining(

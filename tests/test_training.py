@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
@@ -259,3 +260,22 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(
     checkpoints = tmp_path / "logs" / "train" / "runs" / "nan" / "checkpoints"
     assert (checkpoints / "last.ckpt").is_file()
     assert not list(checkpoints.glob("*.partial"))
+
+
+def test_training_from_the_activation_cache_matches_training_live(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = [*TRAIN, "layer=0", "train.val_every_n_steps=0"]
+    main([*args, "run_name=live"])
+    cache = tmp_path / "acts"
+    main([*args, "run_name=cached", f"train.activation_cache={cache}"])
+    assert "writing an activation cache of" in capsys.readouterr().out
+    manifest = json.loads((cache / "manifest.json").read_text())
+    assert manifest["hooks"] == {"blocks.0.hook_resid_post": 64}
+    rows = manifest["n_contexts"] * manifest["tokens_per_context"]
+    assert np.load(cache / "blocks.0.hook_resid_post.npy", mmap_mode="r").shape == (rows, 64)
+    main([*args, "run_name=again", f"train.activation_cache={cache}"])  # reuses the cache
+    assert "writing an activation cache" not in capsys.readouterr().out
+    runs = tmp_path / "logs" / "train" / "runs"
+    live, cached, again = (final_weights(runs / name) for name in ("live", "cached", "again"))
+    assert torch.allclose(cached.W_dec, live.W_dec, atol=1e-6)
+    assert torch.equal(cached.W_dec, again.W_dec)
