@@ -44,6 +44,17 @@ def normalized_mse(recons: Tensor, target: Tensor) -> Tensor:
     return (recons - target).pow(2).mean() / baseline.clamp_min(1e-12)
 
 
+@torch.no_grad()
+def reconstruction_logs(recons: Tensor, x: Tensor, mse: Tensor) -> dict[str, Tensor]:
+    """mse, OpenAI's per-token nmse and fvu (around the batch mean) of a training batch."""
+    err = (recons - x).pow(2)
+    return {
+        "mse": mse,
+        "nmse": (err.sum(-1) / x.pow(2).sum(-1)).mean(),
+        "fvu": err.sum() / (x - x.mean(0)).pow(2).sum(),
+    }
+
+
 class Recipe:
     """Base: decoder rows are kept unit-norm, with the gradient parallel to them removed."""
 
@@ -125,7 +136,7 @@ class TopK(Recipe):
         recons = sparse_decode(indices, values, sae.W_dec) + sae.pre_bias
         mse = (recons - x).pow(2).mean()
         loss = mse_scale * mse
-        logs = {"mse": mse, "nmse": ((recons - x).pow(2).sum(-1) / x.pow(2).sum(-1)).mean()}
+        logs = reconstruction_logs(recons, x, mse)
 
         dead = sae.stats_last_nonzero > self.dead_tokens
         n_dead = int(dead.sum())
@@ -164,10 +175,6 @@ class ReluL1(Recipe):
         mse = (recons - x).pow(2).mean()
         l1 = (latents.sum(-1) / x.norm(dim=-1).clamp_min(1e-12)).mean()
         loss = mse_scale * mse + self.l1_coef * l1
-        logs = {
-            "mse": mse,
-            "l1": l1,
-            "nmse": ((recons - x).pow(2).sum(-1) / x.pow(2).sum(-1)).mean(),
-        }
+        logs = {**reconstruction_logs(recons, x, mse), "l1": l1}
         fired = latents.nonzero()[:, 1]
         return StepOutput(loss, fired, {k: v.detach() for k, v in logs.items()})

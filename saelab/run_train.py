@@ -97,16 +97,10 @@ def checkpoint_path(cfg: DictConfig, checkpoints: Path) -> str | None:
     return None
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    started = time.time()
-    L.seed_everything(cfg.seed, verbose=False)
-    model: ModelSource = build(cfg.model)
-    places = places_for(cfg, model)
-    hooks = {hook: layer for hook, (layer, _) in places.items()}
-    recipe: Recipe = build(cfg.recipe)
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
-
-    # one token pool: the first contexts are held out for validation
+def activations_and_validation(
+    cfg: DictConfig, model: ModelSource, hooks: dict[str, int]
+) -> tuple[BufferedStream, TokenDataModule]:
+    """One token pool: its first contexts are held out for validation, the rest feed training."""
     data: TokenDataModule = build(cfg.data)
     n_val = cfg.train.val_tokens if cfg.train.val_every_n_steps else 0
     data.prepare(
@@ -134,7 +128,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         cfg.seed,
     )
     if cfg.train.activation_cache:
-        stream = cached(stream, Path(cfg.train.activation_cache), cfg, model)
+        return cached(stream, Path(cfg.train.activation_cache), cfg, model), val
+    return stream, val
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    started = time.time()
+    L.seed_everything(cfg.seed, verbose=False)
+    model: ModelSource = build(cfg.model)
+    places = places_for(cfg, model)
+    hooks = {hook: layer for hook, (layer, _) in places.items()}
+    recipe: Recipe = build(cfg.recipe)
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+
+    stream, val = activations_and_validation(cfg, model, hooks)
     total_steps = len(stream)
     if total_steps < 1:
         raise UserError(
@@ -203,7 +210,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "versions": results_io.versions(),
     }
     final_metrics = {}
-    if n_val_contexts:  # the SAEs as saved (EMA weights if enabled) on the held-out tokens
+    if len(val.tokens):  # the SAEs as saved (EMA weights if enabled), on held-out tokens
         trainer.validate(module, datamodule=TrainData(stream, val), verbose=False)
         final_metrics = {h: scalar_results(r) for h, r in module.validation_results.items()}
     saes = {}
