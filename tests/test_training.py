@@ -279,3 +279,18 @@ def test_training_from_the_activation_cache_matches_training_live(tmp_path, monk
     live, cached, again = (final_weights(runs / name) for name in ("live", "cached", "again"))
     assert torch.allclose(cached.W_dec, live.W_dec, atol=1e-6)
     assert torch.equal(cached.W_dec, again.W_dec)
+
+
+def test_ema_weights_are_what_is_saved(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = [*TRAIN, "layer=0", "train.val_every_n_steps=0"]
+    main([*args, "run_name=plain"])
+    main([*args, "run_name=ema", "train.ema_decay=0.9"])
+    runs = tmp_path / "logs" / "train" / "runs"
+    plain, ema = final_weights(runs / "plain"), final_weights(runs / "ema")
+    # same run, averaged weights: close to the last weights but not equal to them
+    assert not torch.equal(plain.W_enc, ema.W_enc)
+    assert (
+        torch.nn.functional.cosine_similarity(plain.W_enc.flatten(), ema.W_enc.flatten(), dim=0)
+        > 0.9
+    )
