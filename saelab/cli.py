@@ -50,14 +50,11 @@ def user_errors_exit_2(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig
         except UserError as error:
             exit_with(error)
         finally:
-            close_wandb()
+            from saelab.results import close_loggers
+
+            close_loggers()
 
     return task
-
-
-def close_wandb() -> None:
-    if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
-        sys.modules["wandb"].finish()
 
 
 def check_overrides(command: str, overrides: list[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,13 @@ def log_to(logger: Any, results: dict[str, Any], provenance: dict[str, Any]) -> 
         live = live[live > 0].log10().cpu().numpy()
         if len(live):
             run.log({"density/log10_frequency": wandb.Histogram(live, num_bins=40)})
+
+
+def close_loggers() -> None:
+    """Finish the W&B run, if one is open (multiruns need each job's run closed)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
 
 
 def print_table(results: dict[str, Any], provenance: dict[str, Any], written: list[Path]) -> None:

@@ -77,5 +77,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         written = results_io.save(out_dir, cfg, module.results, provenance, module.plugins)
         results_io.log_to(logger, module.results, provenance)
+        results_io.close_loggers()  # W&B prints its summary on closing: the table comes last
         results_io.print_table(module.results, provenance, written)
     return scalar_results(module.results)
