@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -92,6 +93,8 @@ def main(argv: list[str] | None = None) -> None:
             check_overrides(command, overrides)
         except UserError as error:
             exit_with(error)
+    # a library-internal deprecation inside Lightning, not something users can act on
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
     import hydra
 
     run = importlib.import_module(COMMANDS[command][0]).run
