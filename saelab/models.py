@@ -18,7 +18,13 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformer_lens.model_bridge import TransformerBridge
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import (
+    AutoModelForCausalLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
 
 from saelab.errors import UserError
 from saelab.zoo import ZOO_DIR
@@ -87,7 +93,7 @@ class ModelSource:
         return self
 
 
-def _boot(name: str, hf_model: GPT2LMHeadModel, tokenizer: Any) -> ModelSource:
+def _boot(name: str, hf_model: PreTrainedModel, tokenizer: Any) -> ModelSource:
     hf_model.eval().requires_grad_(False)
     # The bridge reports its boot on stdout and the root logger; keep the CLI output clean.
     with contextlib.redirect_stdout(io.StringIO()), _quiet_logging():
@@ -127,7 +133,7 @@ def gpt2(name: str = "gpt2") -> ModelSource:
 
 
 def hf_local(path: str, name: str | None = None) -> ModelSource:
-    """A Hugging Face GPT-2-family model and tokenizer saved in a local directory (offline)."""
+    """A Hugging Face causal LM (GPT-2 family) and its tokenizer in a local directory (offline)."""
     from transformers import AutoTokenizer
 
     directory = Path(str(path)).expanduser()
@@ -136,7 +142,7 @@ def hf_local(path: str, name: str | None = None) -> ModelSource:
             f"no Hugging Face model in {directory} (expected config.json there; "
             "set model.path=<dir written by save_pretrained>)"
         )
-    hf_model = GPT2LMHeadModel.from_pretrained(directory, local_files_only=True)
+    hf_model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     return _boot(name or directory.name, hf_model, tokenizer)
 
