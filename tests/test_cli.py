@@ -67,8 +67,8 @@ def test_eval_end_to_end_writes_metrics_and_offline_wandb_run(tmp_path, topk_che
     assert provenance["n_tokens"] == 32 * 15 and provenance["first_position_excluded"]
     assert len(provenance["sae_sha256"]) == 64
     assert (run_dir / "config.yaml").is_file() and (run_dir / "latent_density.npy").is_file()
-    offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
-    (records,) = offline_runs[0].glob("*.wandb")
+    (offline_run,) = (run_dir / "wandb").glob("offline-run-*")  # exactly one W&B run
+    (records,) = offline_run.glob("*.wandb")
     logged = records.read_bytes()  # config, summary and the density histogram are in there
     for key in (b"reconstruction/nmse", b"density/log10_frequency", b"sae_sha256", b"_target_"):
         assert key in logged, key
