@@ -191,15 +191,18 @@ class Autoencoder(nn.Module):
 
     @classmethod
     def from_state_dict(cls, state_dict: dict[str, Any], strict: bool = True) -> Autoencoder:
-        """Build from OpenAI's serialized dict (with or without `activation.k` entries)."""
-        required = ("pre_bias", "encoder.weight", "latent_bias", "decoder.weight", "activation")
+        """Build from OpenAI's serialized dict (with or without `activation.k` entries).
+
+        Files without an `activation` entry (v1 and v4 predate it) are ReLU, as in OpenAI's
+        loader."""
+        required = ("pre_bias", "encoder.weight", "latent_bias", "decoder.weight")
         missing = [key for key in required if key not in state_dict]
         if missing:
             raise UserError(
                 f"not an OpenAI-format SAE checkpoint: missing {', '.join(missing)} "
                 f"(found keys: {', '.join(sorted(map(str, state_dict))[:8])})"
             )
-        activation = state_dict["activation"]
+        activation = state_dict.get("activation", "ReLU")
         act_state = dict(state_dict.get("activation_state_dict") or {})
         if activation == "TopK":
             k = int(act_state.get("k", state_dict.get("activation.k", 0)))

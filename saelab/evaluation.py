@@ -59,13 +59,8 @@ class BatchEvaluator:
 
     def patched_logits(self, tokens: Tensor, mask: Tensor, replacement: Tensor) -> Tensor:
         """Logits with the hook's activations at `mask` positions replaced."""
-
-        def patch(act: Tensor, hook) -> Tensor:
-            act = act.clone()
-            act[mask] = replacement.to(act.dtype)
-            return act
-
-        return self.source.bridge.run_with_hooks(tokens, fwd_hooks=[(self.hook, patch)])
+        hooks = self.source.replace_hooks(self.hook, mask, replacement)
+        return self.source.bridge.run_with_hooks(tokens, fwd_hooks=hooks)
 
     @torch.no_grad()
     def __call__(

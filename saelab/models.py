@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 from transformers import (
     AutoModelForCausalLM,
@@ -36,6 +38,7 @@ HOOKS = {
     "resid_delta_mlp": "blocks.{layer}.hook_mlp_out",
     "resid_post_mlp": "blocks.{layer}.hook_resid_post",
 }
+HookFn = Callable[[Tensor, Any], Tensor]
 OFFLINE_HINT = "offline? use model=random_gpt2, or model=hf_local model.path=<dir with a GPT-2>"
 
 
@@ -75,6 +78,38 @@ class ModelSource:
                 f"layer={layer} is out of range: {self.name} has layers 0-{self.n_layers - 1}"
             )
         return HOOKS[location].format(layer=layer)
+
+    def replace_hooks(self, hook: str, mask: Tensor, value: Tensor) -> list[tuple[str, HookFn]]:
+        """Forward hooks that run the model with `value` as the activation at `hook` where `mask`
+        is true, so that everything downstream of the hook sees the replacement.
+
+        Most hook points are the only way their value travels on. The residual stream after
+        attention is not: it feeds ln_2 and the skip connection around the MLP, and the
+        bridge's `hook_resid_mid` is ln_2's input alone. So it is replaced through the
+        attention output, `attn_out' = value - resid_pre`, which both readers add up.
+        """
+
+        def put(act: Tensor, new: Tensor) -> Tensor:
+            act = act.clone()
+            act[mask] = new.to(act.dtype)
+            return act
+
+        if not hook.endswith(".hook_resid_mid"):
+            return [(hook, lambda act, hook: put(act, value))]
+        block = hook.removesuffix(".hook_resid_mid")
+        resid_pre: list[Tensor] = []
+
+        def keep_resid_pre(act: Tensor, hook: Any) -> Tensor:
+            resid_pre.append(act)
+            return act
+
+        def replace_attn_out(act: Tensor, hook: Any) -> Tensor:
+            return put(act, value - resid_pre[-1][mask])
+
+        return [
+            (f"{block}.hook_resid_pre", keep_resid_pre),
+            (f"{block}.hook_attn_out", replace_attn_out),
+        ]
 
     def width(self, location: str) -> int:
         return self.width_of(HOOKS[location])

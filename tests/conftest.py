@@ -39,6 +39,25 @@ def openai_state_dict(
     return sd
 
 
+def openai_reference(sd: dict, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """OpenAI's published forward (sparse_autoencoder/model.py), written out from its formulas:
+    ReLU unless the file says TopK (then layer-normed inputs: unbiased std + 1e-5)."""
+    topk = sd.get("activation", "ReLU") == "TopK"
+    if topk:
+        k = dict(sd.get("activation_state_dict") or {}).get("k", sd.get("activation.k"))
+        mu = x.mean(-1, keepdim=True)
+        std = (x - mu).std(-1, keepdim=True)
+        x = (x - mu) / (std + 1e-5)
+    pre = (x - sd["pre_bias"]) @ sd["encoder.weight"].T + sd["latent_bias"]
+    if topk:
+        top = pre.topk(k, dim=-1)
+        latents = torch.zeros_like(pre).scatter(-1, top.indices, top.values.clamp_min(0))
+    else:
+        latents = pre.clamp_min(0)
+    recons = latents @ sd["decoder.weight"].T + sd["pre_bias"]
+    return latents, (recons * std + mu if topk else recons)
+
+
 def write_openai_checkpoint(
     path: Path, n_latents: int, d: int, k: int | None = 8, **kwargs
 ) -> Path:

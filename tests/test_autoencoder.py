@@ -8,7 +8,7 @@ import saelab
 from saelab.autoencoder import Autoencoder
 from saelab.checkpoints import load_autoencoder
 from saelab.errors import UserError
-from tests.conftest import openai_state_dict
+from tests.conftest import openai_reference, openai_state_dict
 
 
 def test_relu_matches_hand_computed():
@@ -133,3 +133,37 @@ def test_truncated_and_wrong_files_are_clear_errors(tmp_path):
     torch.save({"pre_bias": torch.zeros(8)}, partial)
     with pytest.raises(UserError, match="missing encoder.weight"):
         load_autoencoder(partial)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    ["relu", "relu_without_activation_key", "topk", "topk_with_activation_keys"],
+)
+def test_matches_an_independent_implementation_of_openais_formulas(variant):
+    k = 4 if variant.startswith("topk") else None
+    sd = openai_state_dict(64, 16, k=k, seed=5, activation_keys=variant.endswith("keys"))
+    if variant == "relu_without_activation_key":  # v1/v4 files predate the entry
+        del sd["activation"], sd["activation_state_dict"]
+    sae = Autoencoder.from_state_dict(sd)
+    assert sae.k == k and sae.normalize == (k is not None)
+    x = 2 * torch.randn(50, 16, generator=torch.Generator().manual_seed(1)) + 0.5
+    latents, recons = openai_reference(sd, x)
+    assert (latents > 0).any()  # the comparison below is not between zeros
+    got_latents, info = sae.encode(x)
+    torch.testing.assert_close(got_latents, latents)
+    torch.testing.assert_close(sae.decode(got_latents, info), recons)
+    _, fwd_latents, fwd_recons = sae(x)
+    torch.testing.assert_close(fwd_latents, latents)
+    torch.testing.assert_close(fwd_recons, recons)
+    if k is not None:
+        sparse, info = sae.encode_sparse(x)
+        torch.testing.assert_close(sparse.to_dense(), latents)
+        torch.testing.assert_close(sae.decode_sparse(sparse, info), recons)
+
+
+def test_file_without_activation_key_loads_as_relu(tmp_path):
+    sd = openai_state_dict(32, 8, k=None)
+    del sd["activation"], sd["activation_state_dict"]
+    torch.save(sd, tmp_path / "v1.pt")
+    sae = load_autoencoder(tmp_path / "v1.pt")
+    assert sae.k is None and not sae.normalize and sae.activation_name == "ReLU"

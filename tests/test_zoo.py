@@ -3,10 +3,14 @@
 import json
 
 import pytest
+import torch
+from transformers import AutoTokenizer, GPT2LMHeadModel
 
 from saelab.cli import main
+from saelab.data import Bundled, TokenDataModule
 from saelab.errors import UserError
 from saelab.zoo import ZOO_DIR, sae_path
+from tests.conftest import openai_reference
 
 CARD = json.loads((ZOO_DIR / "tiny" / "saes" / "metrics.json").read_text())
 
@@ -45,3 +49,32 @@ def test_missing_bundled_sae_is_a_clear_error():
         sae_path("tiny", "topk", "mlp_post_act", 0)
     with pytest.raises(UserError, match="no bundled SAE family"):
         sae_path("tiny", "v9", "resid_post_mlp", 0)
+
+
+def test_nmse_recomputed_from_the_raw_checkpoint_and_hugging_face(tmp_path):
+    """An independent check of one bundled SAE: Hugging Face's hidden states, OpenAI's formulas
+    written out in the test, and nmse by its definition, against what `saelab eval` reports."""
+    main(
+        [
+            "eval",
+            "experiment=tiny",
+            "evals=[reconstruction]",
+            "data.n_tokens=8192",
+            "logger=none",
+            f"hydra.run.dir={tmp_path}",
+        ]
+    )
+    reported = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+
+    tokenizer = AutoTokenizer.from_pretrained(ZOO_DIR / "tiny", local_files_only=True)
+    data = TokenDataModule(Bundled("val"), n_tokens=8192)
+    data.prepare(tokenizer, tokenizer.vocab_size, 1024)
+    model = GPT2LMHeadModel.from_pretrained(ZOO_DIR / "tiny", local_files_only=True).eval()
+    with torch.no_grad():
+        hidden = model(data.tokens, output_hidden_states=True).hidden_states
+    x = hidden[3][:, 1:].reshape(-1, hidden[3].shape[-1])  # after block 2, first position out
+    state_dict = torch.load(sae_path("tiny", "topk", "resid_post_mlp", 2), weights_only=True)
+    _, recons = openai_reference(state_dict, x)
+    nmse = ((recons - x).pow(2).sum(-1) / x.pow(2).sum(-1)).mean().item()
+    assert len(x) == 128 * 63
+    assert reported["reconstruction/nmse"] == pytest.approx(nmse, rel=1e-4)

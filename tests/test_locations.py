@@ -1,0 +1,145 @@
+"""Every hook location, against plain Hugging Face module hooks (an independent reference).
+
+For each of OpenAI's five locations, on a random GPT-2 and on the bundled tiny model:
+the activation saelab captures equals the value built from the Hugging Face block's own
+modules, and zero-ablation and SAE splicing give the logits of the same replacement done
+with Hugging Face forward hooks (block arithmetic written out here, not saelab's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import Tensor
+from transformers import GPT2LMHeadModel
+
+from saelab.autoencoder import Autoencoder
+from saelab.evals.base import ABLATED_LOGITS, LOGITS, SPLICED_LOGITS, EvalBatch
+from saelab.evaluation import BatchEvaluator
+from saelab.models import HOOKS, ModelSource, random_gpt2, random_hf_gpt2, zoo
+from saelab.zoo import ZOO_DIR
+from tests.conftest import TINY_MODEL
+
+LAYER = 1
+
+
+@pytest.fixture(scope="module", params=["random_gpt2", "zoo_tiny"])
+def models(request) -> tuple[ModelSource, GPT2LMHeadModel]:
+    """saelab's model source and an independently loaded Hugging Face copy of the same weights."""
+    if request.param == "random_gpt2":
+        source = random_gpt2(seed=0, **TINY_MODEL)
+        hf = random_hf_gpt2(0, TINY_MODEL["n_layers"], 64, 2, 1024, TINY_MODEL["vocab_size"])
+    else:
+        source = zoo("tiny")
+        hf = GPT2LMHeadModel.from_pretrained(ZOO_DIR / "tiny", local_files_only=True)
+    return source, hf.eval()
+
+
+def hf_value(hf: GPT2LMHeadModel, location: str, tokens: Tensor) -> Tensor:
+    """The location's activation from the Hugging Face block's modules."""
+    block, seen = hf.transformer.h[LAYER], {}
+    handles = [
+        block.register_forward_pre_hook(lambda m, args: seen.__setitem__("pre", args[0])),
+        block.attn.register_forward_hook(lambda m, a, out: seen.__setitem__("attn", out[0])),
+        block.mlp.act.register_forward_hook(lambda m, a, out: seen.__setitem__("act", out)),
+        block.mlp.register_forward_hook(lambda m, a, out: seen.__setitem__("mlp", out)),
+        block.register_forward_hook(lambda m, a, out: seen.__setitem__("post", out)),
+    ]
+    with torch.no_grad():
+        hf(tokens)
+    for handle in handles:
+        handle.remove()
+    return {
+        "mlp_post_act": seen["act"],
+        "resid_delta_attn": seen["attn"],
+        "resid_post_attn": seen["pre"] + seen["attn"],
+        "resid_delta_mlp": seen["mlp"],
+        "resid_post_mlp": seen["post"],
+    }[location]
+
+
+def hf_replaced_logits(
+    hf: GPT2LMHeadModel, location: str, tokens: Tensor, mask: Tensor, value: Tensor
+) -> Tensor:
+    """Logits with the location's activation set to `value` at `mask`, by Hugging Face hooks."""
+    block, seen = hf.transformer.h[LAYER], {}
+
+    def put(out: Tensor, new: Tensor) -> Tensor:
+        out = out.clone()
+        out[mask] = new
+        return out
+
+    def replace_attn(m, a, out):
+        if location == "resid_delta_attn":
+            return (put(out[0], value), *out[1:])
+        # resid_post_attn = block input + attention output: both the MLP's input and the
+        # skip connection around it must see the new residual stream
+        return (put(out[0], value - seen["pre"][mask]), *out[1:])
+
+    hooks: dict[str, tuple[torch.nn.Module, Callable]] = {
+        "mlp_post_act": (block.mlp.act, lambda m, a, out: put(out, value)),
+        "resid_delta_attn": (block.attn, replace_attn),
+        "resid_post_attn": (block.attn, replace_attn),
+        "resid_delta_mlp": (block.mlp, lambda m, a, out: put(out, value)),
+        "resid_post_mlp": (block, lambda m, a, out: put(out, value)),
+    }
+    module, fn = hooks[location]
+    handles = [
+        block.register_forward_pre_hook(lambda m, args: seen.__setitem__("pre", args[0])),
+        module.register_forward_hook(fn),
+    ]
+    with torch.no_grad():
+        logits = hf(tokens).logits
+    for handle in handles:
+        handle.remove()
+    return logits
+
+
+class Keep:
+    """Stands in for the plugins: keeps the batch the evaluator hands them."""
+
+    def update(self, batch: EvalBatch) -> None:
+        self.batch = batch
+
+
+def evaluate(source: ModelSource, location: str, tokens: Tensor, mask: Tensor) -> EvalBatch:
+    hook = source.hook_name(location, LAYER)
+    sae = Autoencoder.random(512, source.width(location), k=8, seed=1)
+    needs = frozenset({LOGITS, SPLICED_LOGITS, ABLATED_LOGITS})
+    keep = Keep()
+    BatchEvaluator(source, hook, LAYER, needs)(sae, [keep], tokens, mask)
+    return keep.batch
+
+
+def inputs(source: ModelSource) -> tuple[Tensor, Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, source.vocab_size, (3, 12), generator=generator)
+    mask = torch.ones_like(tokens, dtype=torch.bool)
+    mask[:, 0] = False  # as in eval: the first position is left alone
+    return tokens, mask
+
+
+@pytest.mark.parametrize("location", list(HOOKS))
+def test_capture_equals_hugging_face_value(models, location):
+    source, hf = models
+    tokens, mask = inputs(source)
+    batch = evaluate(source, location, tokens, mask)
+    expected = hf_value(hf, location, tokens)[mask]
+    torch.testing.assert_close(batch.acts, expected, atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(batch.logits, hf(tokens).logits, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("location", list(HOOKS))
+def test_splice_and_ablation_equal_hugging_face_hooks(models, location):
+    source, hf = models
+    tokens, mask = inputs(source)
+    batch = evaluate(source, location, tokens, mask)
+    spliced = hf_replaced_logits(hf, location, tokens, mask, batch.recons)
+    ablated = hf_replaced_logits(hf, location, tokens, mask, torch.zeros_like(batch.recons))
+    torch.testing.assert_close(batch.spliced_logits, spliced, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(batch.ablated_logits, ablated, atol=1e-4, rtol=1e-4)
+    # the replacement matters: otherwise the comparison above would prove nothing
+    assert not torch.allclose(batch.ablated_logits, batch.logits, atol=1e-2)
