@@ -16,7 +16,7 @@ from saelab import results as results_io
 from saelab.checkpoints import LoadedSAE
 from saelab.errors import UserError
 from saelab.evals import build_plugins
-from saelab.evaluation import Evaluation, scalar_results
+from saelab.evaluation import Evaluation, Probe, scalar_results
 from saelab.models import ModelSource, check_location
 
 
@@ -49,7 +49,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
     data = build(cfg.data)
     data.prepare(model.tokenizer, model.vocab_size, model.n_ctx)
-    module = Evaluation(model, loaded.sae, hook, cfg.layer, build_plugins(cfg.evals))
+    module = Evaluation(model, [Probe(hook, cfg.layer, loaded.sae, build_plugins(cfg.evals))])
 
     logger = build(cfg.logger) if cfg.get("logger") else None
     if logger:
@@ -75,8 +75,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     if trainer.is_global_zero:
-        written = results_io.save(out_dir, cfg, module.results, provenance, module.plugins)
-        results_io.log_to(logger, module.results, provenance)
+        (results,) = module.results
+        written = results_io.save(out_dir, cfg, results, provenance, module.plugins[0])
+        results_io.log_to(logger, results, provenance)
         results_io.close_loggers()  # W&B prints its summary on closing: the table comes last
-        results_io.print_table(module.results, provenance, written)
-    return scalar_results(module.results)
+        results_io.print_table(results, provenance, written)
+    return scalar_results(module.results[0])
