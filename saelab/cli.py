@@ -19,6 +19,7 @@ from saelab.errors import UserError, exit_with
 COMMANDS = {
     "eval": ("saelab.run_eval", "evaluate an SAE at a hook of a model with evaluation plugins"),
     "train": ("saelab.run_train", "train TopK or ReLU+L1 SAEs at one or more hooks of a model"),
+    "sweep": ("saelab.run_sweep", "evaluate many SAEs (layers x locations) in one pass"),
 }
 USAGE = """usage: saelab <command> [hydra overrides] [-m]
 
@@ -29,6 +30,7 @@ examples:
   saelab eval layer=6 location=resid_delta_mlp
   saelab eval model=random_gpt2 data=random_tokens sae=file sae.path=sae.pt
   saelab eval -m layer=0,1,2 location=resid_post_mlp,resid_delta_mlp
+  saelab sweep experiment=tiny_all       (offline: every bundled SAE, one pass)
   saelab eval --help          (Hydra's help: config groups and options)
 """
 

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from saelab.autoencoder import Autoencoder, SparseLatents
+from saelab.errors import UserError
 from saelab.evals.base import (
     ABLATED_LOG_PROBS,
     LOG_PROBS,
@@ -45,6 +46,20 @@ class Probe:
     @property
     def needs(self) -> frozenset[str]:
         return frozenset().union(*(plugin.needs for plugin in self.plugins.values()))
+
+
+def probe(
+    model: ModelSource, location: str, layer: int, sae: Autoencoder, plugins: dict[str, EvalPlugin]
+) -> Probe:
+    """The probe of `sae` at `location`/`layer` of `model`, checked to read that hook's width."""
+    hook = model.hook_name(location, layer)
+    width = model.width(location)
+    if sae.n_inputs != width:
+        raise UserError(
+            f"the SAE reads {sae.n_inputs}-wide inputs but {hook} of {model.name} is "
+            f"{width} wide: choose the SAE trained for this model and location"
+        )
+    return Probe(hook, layer, sae, plugins)
 
 
 class Timer:
