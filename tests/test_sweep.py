@@ -107,3 +107,33 @@ def test_eval_resume_skips_a_complete_run(tmp_path, checkpoints, capsys):
     main([*run, "resume=true"])
     assert "is complete, skipped" in capsys.readouterr().out
     assert (tmp_path / "metrics.json").stat().st_mtime_ns == mtime
+
+
+def test_joblib_multirun_and_its_summary(tmp_path, checkpoints):
+    from tests.test_cli import saelab
+
+    result = saelab(
+        "eval", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *COMMON,
+        "sae=file", f"sae.path={checkpoints['a']}", "layer=0,1", "location=resid_post_mlp",
+        "evals=[reconstruction]", "run_name=joblib", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "logs/eval/multiruns/joblib/sweep.json").read_text())
+    assert sorted(row["hook"] for row in rows) == [
+        "blocks.0.hook_resid_post", "blocks.1.hook_resid_post"
+    ]
+
+
+def test_slurm_launcher_config_composes():
+    from hydra import compose, initialize_config_dir
+
+    from saelab.cli import config_dir
+
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose(
+            "eval", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert launcher.gpus_per_node == 1 and launcher.partition == "gpu"
