@@ -130,22 +130,24 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     for group in groups(todo, float(cfg.sweep.memory_budget)):
-        started = time.time()
         probes = [
             probe(model, p.location, p.layer, loaded.sae, build_plugins(cfg.evals))
             for p, loaded in group
         ]
         module = Evaluation(model, probes)
         trainer: L.Trainer = build(cfg.trainer, logger=False)
+        started = time.perf_counter()
         trainer.test(module, datamodule=data, verbose=False)
+        seconds = round(time.perf_counter() - started, 3)
         if not trainer.is_global_zero:
             continue
-        seconds = round(time.time() - started, 3)
         for (place, loaded), one, results, plugins in zip(
             group, probes, module.results, module.plugins, strict=True
         ):
             provenance = results_io.provenance(
-                model, one.hook, place.layer, place.location, loaded, data, seconds_group=seconds
+                model, one.hook, place.layer, place.location, loaded, data,
+                seconds_test_loop=seconds,  # of the whole group, which shares each forward
+                group_size=len(group),
             )
             run_cfg = cfg.copy()  # the config of this SAE alone, as a separate eval would have
             with open_dict(run_cfg):
