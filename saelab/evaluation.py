@@ -124,6 +124,8 @@ class Evaluation(L.LightningModule):
         needs = frozenset().union(*(p.needs for p in plugins.values()))
         self.evaluator = BatchEvaluator(model, hook, layer, needs)
         self.results: dict[str, float | Tensor] = {}
+        self.local_tokens: Tensor | int = 0  # evaluated positions on this rank
+        self.n_tokens = 0  # ... and over all ranks
 
     @property
     def seconds(self) -> dict[str, float]:
@@ -134,8 +136,11 @@ class Evaluation(L.LightningModule):
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self.evaluator(self.sae, self.plugins.values(), batch["tokens"], batch["mask"])
+        self.local_tokens = self.local_tokens + batch["mask"].sum()  # no host sync per step
 
     def on_test_epoch_end(self) -> None:
+        local = torch.as_tensor(self.local_tokens, device=self.device)
+        self.n_tokens = int(self.trainer.strategy.reduce(local, reduce_op="sum"))
         self.results = compute_all(self.plugins.values())
         # plugin states are already reduced across ranks by torchmetrics
         self.log_dict(scalar_results(self.results), sync_dist=False)

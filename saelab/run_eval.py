@@ -66,7 +66,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "location": cfg.location,
         **loaded.provenance(),
         "data": data.source.name,
-        "n_tokens": data.n_evaluated_tokens,
+        "n_tokens": module.n_tokens,
         "first_position_excluded": data.exclude_first,
         "seconds": round(time.time() - started, 3),
         "seconds_test_loop": round(loop_seconds, 3),
