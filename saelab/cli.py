@@ -63,13 +63,21 @@ def relaunchable(
 ) -> Callable[[DictConfig], Any]:
     """Lightning's DDP launcher starts ranks 1.. by rerunning `sys.argv` (adding Hydra's run
     directory, so every rank writes into one): once Hydra has parsed it, `sys.argv` becomes
-    the command line of this one job again, command name included, sweep flags left out."""
+    the command line of this one job again, command name included. It does so once per
+    process, so a sweep cannot run DDP jobs one after another."""
 
     @wraps(run)
     def task(cfg: DictConfig) -> Any:
         from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
 
-        sys.argv = [script, command, *HydraConfig.get().overrides.task]
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == RunMode.MULTIRUN and "ddp" in str(cfg.trainer.strategy).lower():
+            raise UserError(
+                "a -m sweep cannot run trainer=ddp jobs (Lightning starts the other ranks once "
+                "per process): run each job as its own command"
+            )
+        sys.argv = [script, command, *hydra_cfg.overrides.task]
         return run(cfg)
 
     return task

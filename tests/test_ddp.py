@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_openai_checkpoint
+from tests.test_cli import run_in_process
 
 N_CTX, N_CONTEXTS = 16, 33  # an odd count: a padding sampler would repeat one context
 ARGS = [
@@ -23,13 +24,13 @@ ARGS = [
     f"data.n_tokens={N_CTX * N_CONTEXTS}",
     f"data.n_ctx={N_CTX}",
     "data.batch_size=4",
-    "layer=1",
     "location=resid_post_mlp",
     "evals=[reconstruction,downstream,density]",
     "logger=none",
     "trainer.accelerator=cpu",
     "trainer.enable_progress_bar=false",
 ]
+SAE_AT_LAYER_1 = ["layer=1", "sae=file"]
 DDP = ["trainer=ddp", "trainer.devices=2"]
 MODULE = [sys.executable, "-m", "saelab"]
 
@@ -54,7 +55,7 @@ def checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory, checkpoint) -> dict:
     cwd = tmp_path_factory.mktemp("one")
-    result = saelab(MODULE, *ARGS, "sae=file", f"sae.path={checkpoint}", cwd=cwd)
+    result = saelab(MODULE, *ARGS, *SAE_AT_LAYER_1, f"sae.path={checkpoint}", cwd=cwd)
     assert result.returncode == 0, result.stderr
     return json.loads((only_run_dir(cwd) / "metrics.json").read_text())
 
@@ -66,7 +67,7 @@ def test_two_processes_count_each_token_once(tmp_path, checkpoint, one_process, 
         script = shutil.which("saelab", path=str(Path(sys.executable).parent))
         assert script, "the saelab console script is not installed next to this python"
         launch = [script]
-    result = saelab(launch, *ARGS, *DDP, "sae=file", f"sae.path={checkpoint}", cwd=tmp_path)
+    result = saelab(launch, *ARGS, *DDP, *SAE_AT_LAYER_1, f"sae.path={checkpoint}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
 
     run_dir = only_run_dir(tmp_path)  # one, though its default name is the launch time
@@ -81,3 +82,14 @@ def test_two_processes_count_each_token_once(tmp_path, checkpoint, one_process, 
         assert any(key.startswith(family) for key in metrics), family
     for key, value in reference.items():
         assert metrics[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+
+def test_a_sweep_of_ddp_jobs_is_a_clear_error(monkeypatch, tmp_path, capsys, checkpoint):
+    line = run_in_process(
+        ["eval", "-m", "layer=0,1", *ARGS, *DDP, "sae=file", f"sae.path={checkpoint}"],
+        monkeypatch,
+        tmp_path,
+        capsys,
+    )
+    assert "a -m sweep cannot run trainer=ddp jobs" in line
+    assert not list(tmp_path.rglob("metrics.json"))
