@@ -72,7 +72,7 @@ def relaunchable(
         from hydra.types import RunMode
 
         hydra_cfg = HydraConfig.get()
-        if hydra_cfg.mode == RunMode.MULTIRUN and "ddp" in str(cfg.trainer.strategy).lower():
+        if hydra_cfg.mode == RunMode.MULTIRUN and "ddp" in str(cfg.trainer.get("strategy")).lower():
             raise UserError(
                 "a -m sweep cannot run trainer=ddp jobs (Lightning starts the other ranks once "
                 "per process): run each job as its own command"
