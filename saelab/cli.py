@@ -60,6 +60,31 @@ def user_errors_exit_2(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig
     return task
 
 
+def relaunchable(
+    run: Callable[[DictConfig], Any], script: str, command: str
+) -> Callable[[DictConfig], Any]:
+    """Lightning's DDP launcher starts ranks 1.. by rerunning `sys.argv` (adding Hydra's run
+    directory, so every rank writes into one): once Hydra has parsed it, `sys.argv` becomes
+    the command line of this one job again, command name included. It does so once per
+    process, so a sweep cannot run DDP jobs one after another."""
+
+    @wraps(run)
+    def task(cfg: DictConfig) -> Any:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == RunMode.MULTIRUN and "ddp" in str(cfg.trainer.get("strategy")).lower():
+            raise UserError(
+                "a -m sweep cannot run trainer=ddp jobs (Lightning starts the other ranks once "
+                "per process): run each job as its own command"
+            )
+        sys.argv = [script, command, *hydra_cfg.overrides.task]
+        return run(cfg)
+
+    return task
+
+
 def check_overrides(command: str, overrides: list[str]) -> None:
     """Compose once up front so a wrong override is one line and exit 2, like other bad input."""
     from hydra import compose, initialize_config_dir
@@ -100,6 +125,6 @@ def main(argv: list[str] | None = None) -> None:
     import hydra
 
     run = importlib.import_module(COMMANDS[command][0]).run
-    sys.argv = [f"saelab {command}", *overrides]
+    script, sys.argv = sys.argv[0], [f"saelab {command}", *overrides]  # what Hydra parses
     app = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=command)
-    app(user_errors_exit_2(run))()
+    app(user_errors_exit_2(relaunchable(run, script, command)))()

@@ -200,6 +200,8 @@ class Evaluation(L.LightningModule):
         self.plugins = nn.ModuleList(nn.ModuleDict(probe.plugins) for probe in probes)
         self.evaluator = BatchEvaluator(model, self.probes)
         self.results: list[dict[str, float | Tensor]] = []
+        self.local_tokens: Tensor | int = 0  # evaluated positions on this rank
+        self.n_tokens = 0  # ... and over all ranks
 
     @property
     def seconds(self) -> dict[str, float]:
@@ -210,8 +212,11 @@ class Evaluation(L.LightningModule):
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self.evaluator(batch["tokens"], batch["mask"])
+        self.local_tokens = self.local_tokens + batch["mask"].sum()  # no host sync per step
 
     def on_test_epoch_end(self) -> None:
+        local = torch.as_tensor(self.local_tokens, device=self.device)
+        self.n_tokens = int(self.trainer.strategy.reduce(local, reduce_op="sum"))
         self.results = [compute_all(probe.plugins) for probe in self.probes]
         if len(self.probes) == 1:  # plugin states are already reduced across ranks
             self.log_dict(scalar_results(self.results[0]), sync_dist=False)

@@ -32,9 +32,17 @@ def versions() -> dict[str, str]:
 
 
 def provenance(
-    model: Any, hook: str, layer: int, location: str, loaded: Any, data: Any, **timing: Any
+    model: Any,
+    hook: str,
+    layer: int,
+    location: str,
+    loaded: Any,
+    data: Any,
+    n_tokens: int,
+    **timing: Any,
 ) -> dict[str, Any]:
-    """Where one SAE's results came from: model, hook, SAE file and hash, tokens, versions."""
+    """Where one SAE's results came from: model, hook, SAE file and hash, tokens evaluated
+    (over all ranks), versions."""
     return {
         "model": model.name,
         "hook": hook,
@@ -42,7 +50,7 @@ def provenance(
         "location": location,
         **loaded.provenance(),
         "data": data.source.name,
-        "n_tokens": data.n_evaluated_tokens,
+        "n_tokens": n_tokens,
         "first_position_excluded": data.exclude_first,
         **timing,
         "versions": versions(),

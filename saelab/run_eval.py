@@ -53,6 +53,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         cfg.location,
         loaded,
         data,
+        n_tokens=module.n_tokens,
         seconds=round(time.time() - started, 3),
         seconds_test_loop=round(loop_seconds, 3),
         seconds_by_part={k: round(v, 3) for k, v in module.seconds.items()},

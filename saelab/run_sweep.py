@@ -129,13 +129,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if logger:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
+    # one trainer for every group: under DDP, Lightning starts the other ranks once per process
+    trainer: L.Trainer = build(cfg.trainer, logger=False)
     for group in groups(todo, float(cfg.sweep.memory_budget)):
         probes = [
             probe(model, p.location, p.layer, loaded.sae, build_plugins(cfg.evals))
             for p, loaded in group
         ]
         module = Evaluation(model, probes)
-        trainer: L.Trainer = build(cfg.trainer, logger=False)
         started = time.perf_counter()
         trainer.test(module, datamodule=data, verbose=False)
         seconds = round(time.perf_counter() - started, 3)
@@ -145,7 +146,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             group, probes, module.results, module.plugins, strict=True
         ):
             provenance = results_io.provenance(
-                model, one.hook, place.layer, place.location, loaded, data,
+                model, one.hook, place.layer, place.location, loaded, data, module.n_tokens,
                 seconds_test_loop=seconds,  # of the whole group, which shares each forward
                 group_size=len(group),
             )
