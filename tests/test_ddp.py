@@ -116,6 +116,7 @@ def sweep(launch_ddp: bool, checkpoint: Path, cwd: Path) -> dict[str, dict]:
 
 
 def test_sweep_on_two_processes_equals_one(tmp_path, checkpoint):
+    (tmp_path / "one").mkdir(), (tmp_path / "two").mkdir()
     one = sweep(False, checkpoint, tmp_path / "one")
     two = sweep(True, checkpoint, tmp_path / "two")
     assert sorted(two) == sorted(one) == ["a/resid_post_mlp/0", "b/resid_post_mlp/1"]
