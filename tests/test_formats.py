@@ -419,3 +419,113 @@ def test_sweep_mixing_four_formats_gives_one_summary(tmp_path):
         for run in rows
     }
     assert formats_seen == {"openai", "saelens", "sparsify", "gemmascope"}
+
+
+# -- every bad input: one line, exit 2 -------------------------------------------------------
+def corrupt_saelens(directory: Path, name: str, value: torch.Tensor) -> Path:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(directory / "sae_weights.safetensors"))
+    tensors[name] = value
+    save_file(tensors, str(directory / "sae_weights.safetensors"))
+    return directory
+
+
+def bad_format_inputs(tmp: Path) -> list[tuple[list[str], str]]:
+    """(overrides, the line's pattern); the SAELens files record blocks.1.hook_resid_post."""
+    tmp.mkdir()
+    openai_pt = write_openai_checkpoint(tmp / "o.pt", N, 64, k=K)
+    saelens = write_saelens(tmp / "sl", d=64)
+    sparsify_run = tmp / "sp"
+    for name in ("h.0", "h.1"):
+        write_sparsify(sparsify_run / name, d=64)
+    gemma = write_gemmascope(tmp / "gs" / "params.npz", d=64)
+    nan = corrupt_saelens(write_saelens(tmp / "nan", d=64), "W_enc", torch.full((64, N), torch.nan))
+    shape = corrupt_saelens(write_saelens(tmp / "shape", d=64), "W_dec", torch.zeros(N, 63))
+    int_bias = torch.zeros(64, dtype=torch.int32)
+    ints = corrupt_saelens(write_saelens(tmp / "int", d=64), "b_dec", int_bias)
+    truncated = tmp / "trunc" / "params.npz"
+    truncated.parent.mkdir()
+    truncated.write_bytes(gemma.read_bytes()[:500])
+    unknown = tmp / "unknown"
+    unknown.mkdir()
+    (unknown / "weights.bin").write_bytes(b"\0" * 16)
+    bad_json = write_saelens(tmp / "badjson", d=64)
+    (bad_json / "cfg.json").write_text("{not json")
+
+    def sae(path: Path, fmt: str = "auto", *extra: str) -> list[str]:
+        return [f"sae={fmt}", f"sae.path={path}", *extra]
+
+    return [
+        (sae(saelens, "openai"), "is not in OpenAI's format; it looks like SAELens's"),
+        (sae(openai_pt, "saelens"), "is not in SAELens's format; it looks like OpenAI's"),
+        (sae(sparsify_run, "gemmascope"), "not in Gemma Scope's format; it looks like sparsify's"),
+        (sae(gemma, "sparsify"), "is not in sparsify's format; it looks like Gemma Scope's"),
+        (sae(gemma.parent, "saelab"), "is not in saelab's format; it looks like Gemma Scope's"),
+        (sae(unknown), "cannot tell the SAE format"),
+        (sae(tmp / "nowhere"), "SAE checkpoint not found"),
+        (sae(nan), "W_enc has 3072 non-finite value"),
+        (sae(shape), "W_dec has shape \\(48, 63\\), expected \\(48, 64\\)"),
+        (sae(ints), "b_dec has dtype torch.int32, expected a float dtype"),
+        (sae(truncated), "truncated or corrupt"),
+        (sae(bad_json), "cfg.json is not valid JSON"),
+        (sae(write_saelens(tmp / "gated", "gated", d=64)), "architecture 'gated' is not supported"),
+        (sae(write_saelens(tmp / "cnr", d=64, normalize="constant_norm_rescale")),
+         "normalize_activations 'constant_norm_rescale' unsupported"),
+        (sae(write_saelens(tmp / "ea", d=64, normalize="expected_average_only_in")),
+         "expected_average_only_in needs its scaling factor"),
+        (sae(write_saelens(tmp / "jr", "jumprelu", d=64, threshold=False)),
+         "a jumprelu SAE needs its threshold"),
+        (sae(write_saelens(tmp / "k", "topk", d=64, k=0)), "k=0 is not in \\[1, d_sae=48\\]"),
+        (sae(write_saelens(tmp / "dz", d=64, d_in="64")), "d_in must be an integer"),
+        (sae(saelens, "auto", "layer=0"), "trained at blocks.1.hook_resid_post .* layer=0 was"),
+        (sae(saelens, "auto", "location=resid_pre"), "trained at blocks.1.hook_resid_post"),
+        (sae(write_saelens(tmp / "gpt2", d=64, model="gpt2-small")),
+         "trained on 'gpt2-small' but the model is 'random_gpt2\\(seed=0\\)'.*check_model=false"),
+        (sae(write_saelens(tmp / "z", d=64, hook="blocks.1.attn.hook_z")),
+         "hook 'blocks.1.attn.hook_z', which saelab does not know"),
+        (sae(write_saelens(tmp / "narrow", d=32)), "reads 32-wide inputs but blocks.1"),
+        (sae(sparsify_run), "SAE per hook: choose one with sae.subfolder= \\(h.0, h.1"),
+        (sae(sparsify_run, "auto", "sae.subfolder=h.7"), "not found: .*h.7"),
+        (sae(write_sparsify(tmp / "gm", d=64, activation="groupmax")), "activation 'groupmax'"),
+        (sae(write_sparsify(tmp / "tc", d=64, transcode=True)), "transcode=true is not an SAE"),
+        (sae(write_gemmascope(tmp / "nt" / "params.npz", d=64, drop="threshold")),
+         "threshold is missing"),
+        (["sae=auto"], "needs a checkpoint: add sae.path="),
+        (["sae=auto", "sae.format=safetensors", f"sae.path={saelens}"], "unknown SAE format"),
+    ]
+
+
+def test_bad_format_inputs_exit_2_with_one_clear_line(monkeypatch, tmp_path, capsys):
+    import re
+
+    from tests.test_cli import run_in_process
+
+    for overrides, expected in bad_format_inputs(tmp_path / "files"):
+        line = run_in_process(["eval", *COMMON, *overrides], monkeypatch, tmp_path, capsys)
+        assert re.search(expected, line), (overrides, line)
+    assert not list(tmp_path.rglob("metrics.json"))
+
+
+def test_bad_convert_inputs_exit_2_with_one_clear_line(monkeypatch, tmp_path, capsys):
+    import re
+
+    from tests.test_cli import run_in_process
+
+    gemma = write_gemmascope(tmp_path / "gs" / "params.npz")
+    relu_ln = tmp_path / "relu_ln"
+    formats.save(formats.load(write_saelens(tmp_path / "sl", normalize="layer_norm")).sae,
+                 relu_ln, "saelab")
+    cases = [
+        ([str(gemma), str(tmp_path / "o.pt"), "--to", "openai"], "cannot express this JumpReLU"),
+        ([str(relu_ln), str(tmp_path / "o.pt"), "--to", "openai"], "this reads layer-normed"),
+        ([str(gemma), str(tmp_path / "x"), "--to", "gemmascope"], "convert: argument --to"),
+        ([str(gemma), str(tmp_path / "x")], "convert: the following arguments are required: --to"),
+        ([str(tmp_path / "none.pt"), str(tmp_path / "x"), "--to", "saelab"], "not found"),
+        ([str(gemma), str(tmp_path / "x"), "--to", "saelab", "--from", "saelens"],
+         "it looks like Gemma Scope's"),
+    ]
+    for args, expected in cases:
+        line = run_in_process(["convert", *args], monkeypatch, tmp_path, capsys)
+        assert re.search(expected, line), (args, line)
+    assert not (tmp_path / "o.pt").exists() and not (tmp_path / "x").exists()

@@ -18,6 +18,8 @@ from torch import Tensor
 from saelab.autoencoder import Autoencoder
 from saelab.errors import UserError
 
+TYPE_NAMES = {int: "an integer", str: "a string", bool: "true or false"}
+
 
 @dataclass
 class Checkpoint:
@@ -47,7 +49,7 @@ def config_value(config: dict[str, Any], key: str, kind: type, path: Path) -> An
     """A required entry of a format's config, of the right type."""
     value = config.get(key)
     if not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool):
-        raise UserError(f"{path}: {key} must be a {kind.__name__}, got {value!r}")
+        raise UserError(f"{path}: {key} must be {TYPE_NAMES[kind]}, got {value!r}")
     return value
 
 

@@ -44,7 +44,8 @@ def directory_of(path: Path) -> Path:
 
 def looks_like(path: Path) -> bool:
     directory = directory_of(path)
-    return (directory / CONFIG).is_file() and (directory / WEIGHTS).is_file()
+    named = path.is_dir() or path.name == WEIGHTS
+    return named and (directory / CONFIG).is_file() and (directory / WEIGHTS).is_file()
 
 
 def activation(

@@ -47,8 +47,9 @@ def hookpoints(directory: Path) -> list[str]:
 
 
 def looks_like(path: Path) -> bool:
-    directory = path if path.is_dir() else path.parent
-    return is_single(directory) or bool(hookpoints(directory))
+    if path.is_dir():
+        return is_single(path) or bool(hookpoints(path))
+    return path.name == WEIGHTS and is_single(path.parent)
 
 
 def hook_of(hookpoint: str) -> str | None:
