@@ -6,6 +6,10 @@ Maths (OpenAI, sparse_autoencoder/model.py):
 TopK checkpoints expect layer-normed inputs: x is mean-centred and divided by (std + 1e-5)
 (unbiased std, torch's default), and decode undoes both.
 
+`act` is ReLU, TopK (ReLU on the k largest) or JumpReLU (`relu(pre) * (pre > threshold)`
+with a per-latent threshold, as in SAELens and Gemma Scope). Other libraries' SAEs map onto
+these parameters exactly (see `saelab.formats`), so every plugin sees one interface.
+
 The decoder is held as `W_dec` [n_latents, d] so that a TopK decode is a gather of k rows
 (`embedding_bag`); the serialized form is OpenAI's `decoder.weight` [d, n_latents].
 """
@@ -19,13 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from saelab.errors import UserError
 from saelab.kernels import sparse_decode
 
 LN_EPS = 1e-5
-OPENAI_BUFFERS = ("stats_last_nonzero", "latents_activation_frequency", "latents_mean_square")
-# OpenAI's own state_dict() of a TopK model also emits these; their loader then rejects them.
-OPENAI_ACTIVATION_KEYS = ("activation.k", "activation.postact_fn")
 
 
 @dataclass
@@ -42,15 +42,23 @@ class SparseLatents:
 
 
 class Autoencoder(nn.Module):
-    """OpenAI-compatible SAE. `k=None` is ReLU; an int k is TopK (ReLU on the k largest)."""
+    """OpenAI-compatible SAE. `k=None` is ReLU; an int k is TopK (ReLU on the k largest);
+    `jumprelu=True` is JumpReLU with the per-latent `threshold`."""
 
     def __init__(
-        self, n_latents: int, n_inputs: int, k: int | None = None, normalize: bool | None = None
+        self,
+        n_latents: int,
+        n_inputs: int,
+        k: int | None = None,
+        normalize: bool | None = None,
+        jumprelu: bool = False,
     ) -> None:
         super().__init__()
         if k is not None and not 0 < k <= n_latents:
             raise ValueError(f"k must be in [1, n_latents={n_latents}], got {k}")
-        self.n_latents, self.n_inputs, self.k = n_latents, n_inputs, k
+        if jumprelu and k is not None:
+            raise ValueError("an SAE is TopK (k) or JumpReLU, not both")
+        self.n_latents, self.n_inputs, self.k, self.jumprelu = n_latents, n_inputs, k, jumprelu
         # OpenAI's loader treats TopK as meaning layer-normed inputs.
         self.normalize = (k is not None) if normalize is None else normalize
         self.pre_bias = nn.Parameter(torch.zeros(n_inputs))
@@ -60,6 +68,8 @@ class Autoencoder(nn.Module):
         self.register_buffer("stats_last_nonzero", torch.zeros(n_latents, dtype=torch.long))
         self.register_buffer("latents_activation_frequency", torch.ones(n_latents))
         self.register_buffer("latents_mean_square", torch.zeros(n_latents))
+        if jumprelu:
+            self.threshold = nn.Parameter(torch.zeros(n_latents))
 
     @classmethod
     def random(
@@ -81,7 +91,7 @@ class Autoencoder(nn.Module):
 
     @property
     def activation_name(self) -> str:
-        return "ReLU" if self.k is None else "TopK"
+        return "JumpReLU" if self.jumprelu else "ReLU" if self.k is None else "TopK"
 
     # -- input normalisation ------------------------------------------------------------
     def preprocess(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -101,6 +111,8 @@ class Autoencoder(nn.Module):
         return F.linear(x - self.pre_bias, self.W_enc, self.latent_bias)
 
     def activation(self, pre: Tensor) -> Tensor:
+        if self.jumprelu:
+            return F.relu(pre) * (pre > self.threshold)
         if self.k is None:
             return F.relu(pre)
         return self.as_sparse(pre).to_dense()
@@ -138,21 +150,11 @@ class Autoencoder(nn.Module):
         recons = recons.reshape(*latents.indices.shape[:-1], self.n_inputs) + self.pre_bias
         return self.postprocess(recons, info)
 
-    # -- OpenAI serialization -----------------------------------------------------------
+    # -- serialization: OpenAI's layout (saelab.formats.openai) ------------------------
     def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
-        def value(t: Tensor) -> Tensor:
-            return t if keep_vars else t.detach()
+        from saelab.formats import openai
 
-        destination[prefix + "pre_bias"] = value(self.pre_bias)
-        destination[prefix + "encoder.weight"] = value(self.W_enc)
-        destination[prefix + "latent_bias"] = value(self.latent_bias)
-        destination[prefix + "decoder.weight"] = value(self.W_dec).T
-        for name in OPENAI_BUFFERS:
-            destination[prefix + name] = value(getattr(self, name))
-        destination[prefix + "activation"] = self.activation_name
-        destination[prefix + "activation_state_dict"] = (
-            {} if self.k is None else {"k": self.k, "postact_fn": "ReLU"}
-        )
+        destination.update(openai.state_dict(self, prefix, keep_vars))
 
     def _load_from_state_dict(
         self,
@@ -164,58 +166,15 @@ class Autoencoder(nn.Module):
         unexpected_keys: list[str],
         error_msgs: list[str],
     ) -> None:
-        targets = {
-            "pre_bias": self.pre_bias,
-            "encoder.weight": self.W_enc,
-            "latent_bias": self.latent_bias,
-            "decoder.weight": self.W_dec,
-            **{name: getattr(self, name) for name in OPENAI_BUFFERS},
-        }
-        for key, target in targets.items():
-            if prefix + key not in state_dict:
-                missing_keys.append(prefix + key)
-                continue
-            value = state_dict[prefix + key]
-            if key == "decoder.weight":
-                value = value.T
-            if value.shape != target.shape:
-                error_msgs.append(
-                    f"{prefix + key}: checkpoint shape {tuple(value.shape)} != model shape "
-                    f"{tuple(target.shape)}"
-                )
-                continue
-            with torch.no_grad():
-                target.copy_(value)
-        known = {*targets, "activation", "activation_state_dict", *OPENAI_ACTIVATION_KEYS}
-        if strict:
-            ours = (key for key in state_dict if key.startswith(prefix))
-            unexpected_keys.extend(key for key in ours if key[len(prefix) :] not in known)
+        from saelab.formats import openai
+
+        openai.load_into(
+            self, state_dict, prefix, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     @classmethod
     def from_state_dict(cls, state_dict: dict[str, Any], strict: bool = True) -> Autoencoder:
-        """Build from OpenAI's serialized dict (with or without `activation.k` entries).
+        """Build from OpenAI's serialized dict (see `saelab.formats.openai.from_state_dict`)."""
+        from saelab.formats import openai
 
-        Files without an `activation` entry (v1 and v4 predate it) are ReLU, as in OpenAI's
-        loader."""
-        required = ("pre_bias", "encoder.weight", "latent_bias", "decoder.weight")
-        missing = [key for key in required if key not in state_dict]
-        if missing:
-            raise UserError(
-                f"not an OpenAI-format SAE checkpoint: missing {', '.join(missing)} "
-                f"(found keys: {', '.join(sorted(map(str, state_dict))[:8])})"
-            )
-        activation = state_dict.get("activation", "ReLU")
-        act_state = dict(state_dict.get("activation_state_dict") or {})
-        if activation == "TopK":
-            k = int(act_state.get("k", state_dict.get("activation.k", 0)))
-            postact = act_state.get("postact_fn", state_dict.get("activation.postact_fn", "ReLU"))
-            if postact != "ReLU":
-                raise UserError(f"unsupported TopK postact_fn {postact!r} (only ReLU)")
-        elif activation == "ReLU":
-            k = None
-        else:
-            raise UserError(f"unsupported SAE activation {activation!r} (ReLU or TopK)")
-        n_latents, n_inputs = state_dict["encoder.weight"].shape
-        sae = cls(n_latents, n_inputs, k=k)
-        sae.load_state_dict(state_dict, strict=strict)
-        return sae
+        return openai.from_state_dict(state_dict, strict)

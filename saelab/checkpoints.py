@@ -1,35 +1,37 @@
-"""Find, download (once, atomically) and load SAE checkpoints: OpenAI's families or any file.
+"""Find, download (once, atomically) and load SAE checkpoints: OpenAI's families or any file
+or directory in a supported format (`saelab.formats`), local, remote or on the Hugging Face hub.
 
 Remote files (az://, gs://, https://) are fetched with blobfile into a cache directory under a
 temporary name and renamed when complete, so an interrupted download never looks complete.
-Checkpoints load with `torch.load(weights_only=True)`: code is never unpickled.
+Hugging Face repositories go through `huggingface_hub` and its cache. Nothing is unpickled.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import blobfile as bf
-import torch
 from tqdm import tqdm
 
 import saelab.zoo
-from saelab import paths
+from saelab import formats, paths
 from saelab.autoencoder import Autoencoder
 from saelab.errors import UserError
-from saelab.formats import load_saelab
 from saelab.io import atomic_write
+from saelab.models import location_of
 
 REMOTE_SCHEMES = ("az://", "gs://", "https://", "http://")
 OFFLINE_HINT = (
     "offline? pass a local file with sae=file sae.path=<file>, or run fully offline with "
     "model=random_gpt2 (see the README)"
 )
+# Where an SAE reads when neither the config nor the checkpoint says: OpenAI's README example.
+DEFAULT_LOCATION, DEFAULT_LAYER = "resid_delta_mlp", 6
+MODEL_ALIASES = {"gpt2-small": "gpt2"}  # TransformerLens's name for GPT-2 small
 
 
 def default_cache_dir() -> Path:
@@ -45,47 +47,139 @@ class LoadedSAE:
     source: str
     local_path: str
     sha256: str
+    format: str = "openai"
+    hook: str | None = None  # recorded by the checkpoint, where its format does
+    model_name: str | None = None
+    check_model: bool = True
 
     def provenance(self) -> dict[str, str | int | None]:
         return {
             "sae_source": self.source,
+            "sae_format": self.format,
             "sae_sha256": self.sha256,
             "sae_activation": self.sae.activation_name,
             "sae_k": self.sae.k,
             "sae_n_latents": self.sae.n_latents,
         }
 
+    def place(self, model: Any, location: str | None, layer: int | None) -> tuple[str, int]:
+        """Where the SAE reads: the hook its checkpoint records (the config may omit location
+        and layer, and must agree where it gives them), else the config's, else the default."""
+        trained_on = MODEL_ALIASES.get(self.model_name, self.model_name)
+        if self.check_model and trained_on and trained_on != model.name:
+            raise UserError(
+                f"the SAE was trained on {self.model_name!r} but the model is {model.name!r}: "
+                "choose the matching model=, or add sae.check_model=false to evaluate it anyway"
+            )
+        if self.hook is None:
+            return location or DEFAULT_LOCATION, DEFAULT_LAYER if layer is None else layer
+        recorded = location_of(self.hook)
+        given = (location or recorded[0], recorded[1] if layer is None else layer)
+        if given != recorded:
+            raise UserError(
+                f"the SAE was trained at {self.hook} (location={recorded[0]} layer={recorded[1]}) "
+                f"but location={given[0]} layer={given[1]} was asked for: omit them or match it"
+            )
+        return recorded
 
-def openai(family: str, location: str, layer: int, cache_dir: str | None = None) -> LoadedSAE:
+
+def openai(
+    family: str, location: str | None, layer: int | None, cache_dir: str | None = None
+) -> LoadedSAE:
     """One of OpenAI's released GPT-2 small SAEs (`family` is v1, v4, v5_32k or v5_128k)."""
     if family not in paths.FAMILIES:
         raise UserError(f"unknown OpenAI SAE family {family!r}; one of {', '.join(paths.FAMILIES)}")
+    location = location or DEFAULT_LOCATION
+    layer = DEFAULT_LAYER if layer is None else layer
     return from_path(paths.FAMILIES[family].url(location, layer), cache_dir)
 
 
-def zoo(model: str, family: str, location: str, layer: int) -> LoadedSAE:
+def zoo(model: str, family: str, location: str | None, layer: int | None) -> LoadedSAE:
     """An SAE bundled in saelab/zoo (offline), chosen like OpenAI's by location and layer."""
+    if location is None or layer is None:
+        raise UserError(f"sae={model}_{family} needs location= and layer=")
     return from_path(str(saelab.zoo.sae_path(model, family, location, layer)))
 
 
 def from_path(path: str, cache_dir: str | None = None) -> LoadedSAE:
-    """A checkpoint in OpenAI's format at a local path or any blobfile URL."""
-    if path in (None, "", "???"):
-        raise UserError("sae=file needs a checkpoint: add sae.path=<local file or URL>")
-    path = str(path)
-    if path.startswith(REMOTE_SCHEMES):
-        local = cached_download(path, Path(cache_dir) if cache_dir else default_cache_dir())
+    """A checkpoint in any supported format at a local path or any blobfile URL."""
+    return load(path=path, cache_dir=cache_dir)
+
+
+def load(
+    path: str | None = None,
+    repo_id: str | None = None,
+    subfolder: str | None = None,
+    revision: str | None = None,
+    format: str = "auto",
+    cache_dir: str | None = None,
+    check_model: bool = True,
+) -> LoadedSAE:
+    """An SAE from a file or directory (`path`: local or a blobfile URL) or a Hugging Face repo
+    (`repo_id`, optional `revision`); `subfolder` picks a directory inside either (e.g. one
+    hook of a sparsify run). `format` is detected unless given."""
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    if repo_id:
+        root, source = hf_snapshot(repo_id, subfolder, revision, cache), f"hf://{repo_id}"
+    elif path in (None, "", "???"):
+        raise UserError(
+            "the SAE needs a checkpoint: add sae.path=<file, directory or URL> "
+            "(or sae.repo_id=<Hugging Face repo>)"
+        )
+    elif str(path).startswith(REMOTE_SCHEMES):
+        local = cached_download(str(path), cache)
         try:
-            return LoadedSAE(load_autoencoder(local), path, str(local), sha256(local))
+            return loaded_from(local, str(path), format, check_model)
         except UserError as error:
             local.unlink(missing_ok=True)
             raise UserError(
                 f"{error}; deleted the cached copy, the next run downloads it again"
             ) from None
-    local = Path(path.removeprefix("file://")).expanduser()
-    if not local.is_file():
-        raise UserError(f"SAE checkpoint not found: {local} (check sae.path=)")
-    return LoadedSAE(load_autoencoder(local), str(local.resolve()), str(local), sha256(local))
+    else:
+        root = Path(str(path).removeprefix("file://")).expanduser()
+        source = str(root.resolve())
+    local = root / subfolder if subfolder else root
+    if not local.exists():
+        raise UserError(f"SAE checkpoint not found: {local} (check sae.path= and sae.subfolder=)")
+    return loaded_from(local, f"{source}/{subfolder}" if subfolder else source, format, check_model)
+
+
+def loaded_from(local: Path, source: str, format: str, check_model: bool) -> LoadedSAE:
+    checkpoint = formats.load(local, format)
+    return LoadedSAE(
+        checkpoint.sae, source, str(local), sha256(checkpoint.weights), checkpoint.format,
+        checkpoint.hook, checkpoint.model_name, check_model,
+    )
+
+
+def hf_snapshot(repo_id: str, subfolder: str | None, revision: str | None, cache: Path) -> Path:
+    """The repo's files (only `subfolder`'s, if given) through the Hugging Face cache: the
+    network is asked only for what is not cached there."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    patterns = [f"{subfolder.strip('/')}/*"] if subfolder else None
+    try:
+        return Path(
+            snapshot_download(
+                repo_id, revision=revision, allow_patterns=patterns, cache_dir=cache / "huggingface"
+            )
+        )
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        raise UserError(
+            f"no Hugging Face repo {repo_id!r}{f' at revision {revision!r}' if revision else ''} "
+            "(check sae.repo_id=; private repos need `huggingface-cli login`)"
+        ) from None
+    except (LocalEntryNotFoundError, OSError) as error:  # requests' errors are OSErrors
+        reason = (str(error).splitlines() or [type(error).__name__])[0][:160]
+        raise UserError(
+            f"could not download {repo_id} from the Hugging Face hub ({reason}); the cache is "
+            f"{cache / 'huggingface'}; {OFFLINE_HINT}"
+        ) from None
 
 
 def cache_path(url: str, cache_dir: Path) -> Path:
@@ -124,30 +218,9 @@ def cached_download(url: str, cache_dir: Path, retry_limit: int = 3) -> Path:
     return target
 
 
-def load_autoencoder(path: str | Path) -> Autoencoder:
-    """Load an OpenAI-format checkpoint (local path or URL) with `weights_only=True`, or
-    saelab's own `.safetensors` + `.json` pair."""
-    if str(path).endswith(".safetensors"):
-        return load_saelab(Path(path))
-    try:
-        with bf.BlobFile(str(path), "rb") as f:
-            state_dict = torch.load(f, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "Weights only load failed" in str(error) and "GLOBAL" in str(error):
-            raise UserError(
-                f"{path} needs arbitrary unpickling, which saelab refuses (it loads checkpoints "
-                "with weights_only=True); re-save it as a plain dict of tensors"
-            ) from None
-        raise UserError(f"{path} is not a torch checkpoint (corrupt or wrong file)") from None
-    except Exception as error:  # a damaged file fails in many ways inside torch.load
-        reason = (str(error).splitlines() or [type(error).__name__])[0][:120]
-        raise UserError(f"{path} is truncated or corrupt ({reason})") from None
-    if not isinstance(state_dict, dict):
-        raise UserError(f"{path} holds a {type(state_dict).__name__}, not an SAE state dict")
-    try:
-        return Autoencoder.from_state_dict(state_dict)
-    except RuntimeError as error:  # shape mismatches reported by load_state_dict
-        raise UserError(f"{path} is not a consistent SAE checkpoint: {error}") from None
+def load_autoencoder(path: str | Path, format: str = "auto") -> Autoencoder:
+    """The autoencoder in a local file or directory, in `format` or the detected one."""
+    return formats.load(Path(path), format).sae
 
 
 def sha256(path: Path) -> str:

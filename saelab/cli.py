@@ -21,6 +21,8 @@ COMMANDS = {
     "train": ("saelab.run_train", "train TopK or ReLU+L1 SAEs at one or more hooks of a model"),
     "sweep": ("saelab.run_sweep", "evaluate many SAEs (layers x locations) in one pass"),
 }
+# command -> (module with `main(argv)`, description): plain argument parsing, no Hydra.
+TOOLS = {"convert": ("saelab.convert", "convert an SAE between formats (saelab, openai, saelens)")}
 USAGE = """usage: saelab <command> [hydra overrides] [-m]
 
 commands:
@@ -31,6 +33,8 @@ examples:
   saelab eval model=random_gpt2 data=random_tokens sae=file sae.path=sae.pt
   saelab eval -m layer=0,1,2 location=resid_post_mlp,resid_delta_mlp
   saelab sweep experiment=tiny_all       (offline: every bundled SAE, one pass)
+  saelab eval sae=auto sae.path=<SAELens dir>   (any format; hook from its cfg.json)
+  saelab convert <in> <out> --to saelens
   saelab eval --help          (Hydra's help: config groups and options)
 """
 
@@ -103,15 +107,18 @@ def check_overrides(command: str, overrides: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    commands = "\n".join(f"  {name:8s} {desc}" for name, (_, desc) in COMMANDS.items())
+    listed = {**COMMANDS, **TOOLS}
+    commands = "\n".join(f"  {name:8s} {desc}" for name, (_, desc) in listed.items())
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE.format(commands=commands))
         raise SystemExit(0 if argv else 2)
     command, overrides = argv[0], argv[1:]
+    if command in TOOLS:
+        return importlib.import_module(TOOLS[command][0]).main(overrides)
     if command not in COMMANDS:
         exit_with(
             UserError(
-                f"unknown command {command!r}; one of {', '.join(COMMANDS)} "
+                f"unknown command {command!r}; one of {', '.join(listed)} "
                 "(saelab --help lists them)"
             )
         )

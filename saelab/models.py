@@ -32,6 +32,7 @@ from saelab.errors import UserError
 from saelab.zoo import ZOO_DIR
 
 HOOKS = {
+    "resid_pre": "blocks.{layer}.hook_resid_pre",
     "mlp_post_act": "blocks.{layer}.mlp.hook_post",
     "resid_delta_attn": "blocks.{layer}.hook_attn_out",
     "resid_post_attn": "blocks.{layer}.hook_resid_mid",
@@ -45,6 +46,16 @@ OFFLINE_HINT = "offline? use model=random_gpt2, or model=hf_local model.path=<di
 def check_location(location: str) -> None:
     if location not in HOOKS:
         raise UserError(f"unknown location {location!r}; one of {', '.join(HOOKS)}")
+
+
+def location_of(hook: str) -> tuple[str, int]:
+    """`blocks.6.hook_resid_pre` -> (`resid_pre`, 6): the place of a TransformerLens hook."""
+    block = hook.removeprefix("blocks.").partition(".")[0]
+    for location, template in HOOKS.items():
+        if block.isdigit() and template.format(layer=block) == hook:
+            return location, int(block)
+    known = ", ".join(template.format(layer="L") for template in HOOKS.values())
+    raise UserError(f"the SAE reads hook {hook!r}, which saelab does not know ({known})")
 
 
 @dataclass

@@ -27,12 +27,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         print(f"resume: {out_dir} is complete, skipped")
         return json.loads(done.read_text())["metrics"]
     L.seed_everything(cfg.seed, verbose=False)
-    check_location(cfg.location)
-    if not isinstance(cfg.layer, int):
+    if cfg.location is not None:
+        check_location(cfg.location)
+    if cfg.layer is not None and not isinstance(cfg.layer, int):
         raise UserError(f"layer must be an integer, got layer={cfg.layer!r}")
     loaded: LoadedSAE = build(cfg.sae)  # before the model: family/location errors come first
     model: ModelSource = build(cfg.model)
-    one = probe(model, cfg.location, cfg.layer, loaded.sae, build_plugins(cfg.evals))
+    location, layer = loaded.place(model, cfg.location, cfg.layer)
+    one = probe(model, location, layer, loaded.sae, build_plugins(cfg.evals))
     hook = one.hook
     data = build(cfg.data)
     data.prepare(model.tokenizer, model.vocab_size, model.n_ctx)
@@ -49,8 +51,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     provenance = results_io.provenance(
         model,
         hook,
-        cfg.layer,
-        cfg.location,
+        layer,
+        location,
         loaded,
         data,
         n_tokens=module.n_tokens,

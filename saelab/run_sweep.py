@@ -37,8 +37,8 @@ class Place:
     """One SAE of the sweep: where it reads, the config that loads it, and its results folder."""
 
     label: str  # the SAE family, or the entry's name in `sweep.saes`
-    location: str
-    layer: int
+    location: str | None  # None: the hook the checkpoint records
+    layer: int | None
     sae: DictConfig
 
     @property
@@ -79,9 +79,12 @@ def places_for(cfg: DictConfig, model: ModelSource) -> list[Place]:
                 node = OmegaConf.merge(cfg.sae, {"location": location, "layer": layer})
                 out.append(Place(cfg.sae.get("family", "sae"), location, layer, node))
     for name, node in (cfg.sweep.saes or {}).items():
-        if "location" not in node or "layer" not in node:
-            raise UserError(f"sweep.saes.{name} needs a location and a layer")
-        out.append(Place(name, node.location, node.layer, loader_node(node)))
+        place = Place(name, node.get("location"), node.get("layer"), loader_node(node))
+        if place.location is None or place.layer is None:  # read the hook from the checkpoint
+            loaded: LoadedSAE = build(place.sae)
+            place.location, place.layer = loaded.place(model, place.location, place.layer)
+            del loaded
+        out.append(place)
     if not out:
         raise UserError("the sweep selects no SAE: check sae=, layer=, location= and sweep.saes")
     return out
@@ -90,18 +93,23 @@ def places_for(cfg: DictConfig, model: ModelSource) -> list[Place]:
 def loader_node(node: DictConfig) -> DictConfig:
     """An explicit entry's SAE config: its `location`/`layer` go to loaders that take them
     (OpenAI's families, the zoo), not to those that read one file."""
+    if "_target_" not in node:
+        raise UserError("each sweep.saes entry needs a _target_ (e.g. saelab.checkpoints.load)")
     takes = inspect.signature(get_method(node._target_)).parameters
     drop = [key for key in ("location", "layer") if key not in takes]
     return OmegaConf.masked_copy(node, [key for key in node if key not in drop])
 
 
-def groups(places: list[Place], budget: float) -> Iterator[list[tuple[Place, LoadedSAE]]]:
+def groups(
+    places: list[Place], model: ModelSource, budget: float
+) -> Iterator[list[tuple[Place, LoadedSAE]]]:
     """SAEs loaded one by one and handed out in groups whose weights fit `budget` bytes (an SAE
     larger than the budget goes alone); a group is loaded only when the last one is done."""
     group: list[tuple[Place, LoadedSAE]] = []
     used = 0
     for place in places:
         loaded: LoadedSAE = build(place.sae)
+        loaded.place(model, place.location, place.layer)  # agrees with the checkpoint's hook
         tensors = [*loaded.sae.parameters(), *loaded.sae.buffers()]
         size = sum(t.numel() * t.element_size() for t in tensors)
         if group and used + size > budget:
@@ -131,7 +139,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     # one trainer for every group: under DDP, Lightning starts the other ranks once per process
     trainer: L.Trainer = build(cfg.trainer, logger=False)
-    for group in groups(todo, float(cfg.sweep.memory_budget)):
+    for group in groups(todo, model, float(cfg.sweep.memory_budget)):
         probes = [
             probe(model, p.location, p.layer, loaded.sae, build_plugins(cfg.evals))
             for p, loaded in group

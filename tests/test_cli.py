@@ -111,12 +111,15 @@ def test_help(tmp_path):
     assert top.returncode == 0 and "eval" in top.stdout and "commands" in top.stdout
     hydra_help = saelab("eval", "--help", cwd=tmp_path)
     assert hydra_help.returncode == 0
-    sae_options = "sae: file, none, openai_v1, openai_v4, openai_v5_128k, openai_v5_32k"
+    sae_options = (
+        "sae: auto, file, gemmascope, none, openai, openai_v1, openai_v4, openai_v5_128k, "
+        "openai_v5_32k, saelab, saelens, sparsify"
+    )
     assert sae_options in hydra_help.stdout
 
 
 def test_user_error_in_a_real_process_is_one_line_exit_2(tmp_path):
-    result = saelab("eval", "model=random_gpt2", *FAST, "location=resid_pre", cwd=tmp_path)
+    result = saelab("eval", "model=random_gpt2", *FAST, "location=resid_mid", cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("saelab: error: unknown location")
@@ -150,7 +153,7 @@ def bad_input_cases(tmp_path: Path, topk: Path) -> list[tuple[list[str], str]]:
     empty.write_text("")
     local = ["sae=file", f"sae.path={topk}"]
     return [
-        (["location=resid_pre", *local], "unknown location 'resid_pre'"),
+        (["location=resid_mid", *local], "unknown location 'resid_mid'"),
         (["layer=5", *local], "layer=5 is out of range"),
         (
             ["sae=openai_v5_32k", "location=mlp_post_act", "layer=0"],

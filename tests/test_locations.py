@@ -1,6 +1,6 @@
 """Every hook location, against plain Hugging Face module hooks (an independent reference).
 
-For each of OpenAI's five locations, on a random GPT-2 and on the bundled tiny model:
+For each location (OpenAI's five and `resid_pre`), on a random GPT-2 and on the bundled tiny model:
 the activation saelab captures equals the value built from the Hugging Face block's own
 modules, and zero-ablation and SAE splicing give the logits of the same replacement done
 with Hugging Face forward hooks (block arithmetic written out here, not saelab's).
@@ -53,6 +53,7 @@ def hf_value(hf: GPT2LMHeadModel, location: str, tokens: Tensor) -> Tensor:
     for handle in handles:
         handle.remove()
     return {
+        "resid_pre": seen["pre"],
         "mlp_post_act": seen["act"],
         "resid_delta_attn": seen["attn"],
         "resid_post_attn": seen["pre"] + seen["attn"],
@@ -79,6 +80,15 @@ def hf_replaced_logits(
         # skip connection around it must see the new residual stream
         return (put(out[0], value - seen["pre"][mask]), *out[1:])
 
+    def replace_input(m, args):  # the block's input: the residual stream entering it
+        return (put(args[0], value), *args[1:])
+
+    if location == "resid_pre":
+        handle = block.register_forward_pre_hook(replace_input)
+        with torch.no_grad():
+            logits = hf(tokens).logits
+        handle.remove()
+        return logits
     hooks: dict[str, tuple[torch.nn.Module, Callable]] = {
         "mlp_post_act": (block.mlp.act, lambda m, a, out: put(out, value)),
         "resid_delta_attn": (block.attn, replace_attn),

@@ -36,8 +36,9 @@ def test_random_model_is_seeded():
 def test_bad_layer_and_location(tiny_model):
     with pytest.raises(UserError, match="layers 0-1"):
         tiny_model.hook_name("resid_post_mlp", 2)
-    with pytest.raises(UserError, match="unknown location 'resid_pre'"):
-        tiny_model.hook_name("resid_pre", 0)
+    with pytest.raises(UserError, match="unknown location 'resid_mid'"):
+        tiny_model.hook_name("resid_mid", 0)
+    assert tiny_model.hook_name("resid_pre", 1) == "blocks.1.hook_resid_pre"
 
 
 def test_hf_local_loads_a_saved_model_offline(tiny_model, tmp_path):
