@@ -21,7 +21,7 @@ from tqdm import tqdm
 import saelab.zoo
 from saelab import paths
 from saelab.autoencoder import Autoencoder
-from saelab.errors import UserError
+from saelab.errors import UserError, first_line
 from saelab.formats import load_saelab
 from saelab.io import atomic_write
 
@@ -126,9 +126,21 @@ def cached_download(url: str, cache_dir: Path, retry_limit: int = 3) -> Path:
 
 def load_autoencoder(path: str | Path) -> Autoencoder:
     """Load an OpenAI-format checkpoint (local path or URL) with `weights_only=True`, or
-    saelab's own `.safetensors` + `.json` pair."""
-    if str(path).endswith(".safetensors"):
-        return load_saelab(Path(path))
+    saelab's own `.safetensors` + `.json` pair. Non-finite weights are refused here: they would
+    only turn every metric into NaN."""
+    sae = load_saelab(Path(path)) if str(path).endswith(".safetensors") else load_openai(path)
+    for name, tensor in sae.named_parameters():
+        if not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise UserError(
+                f"{path} has non-finite weights ({bad} of {tensor.numel()} values of {name} are "
+                "NaN or inf: a diverged or damaged SAE); use another checkpoint"
+            )
+    return sae
+
+
+def load_openai(path: str | Path) -> Autoencoder:
+    """A `torch.save`d state dict in OpenAI's layout."""
     try:
         with bf.BlobFile(str(path), "rb") as f:
             state_dict = torch.load(f, map_location="cpu", weights_only=True)
@@ -140,8 +152,7 @@ def load_autoencoder(path: str | Path) -> Autoencoder:
             ) from None
         raise UserError(f"{path} is not a torch checkpoint (corrupt or wrong file)") from None
     except Exception as error:  # a damaged file fails in many ways inside torch.load
-        reason = (str(error).splitlines() or [type(error).__name__])[0][:120]
-        raise UserError(f"{path} is truncated or corrupt ({reason})") from None
+        raise UserError(f"{path} is truncated or corrupt ({first_line(error)})") from None
     if not isinstance(state_dict, dict):
         raise UserError(f"{path} holds a {type(state_dict).__name__}, not an SAE state dict")
     try:

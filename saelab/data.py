@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from saelab.errors import UserError
+from saelab.errors import UserError, first_line
 from saelab.zoo import ZOO_DIR
 
 
@@ -122,10 +122,6 @@ class HubText(TextSource):
                 f"({first_line(error)}); offline? use data=text_files "
                 "data.source.paths=[...] or data=random_tokens"
             ) from None
-
-
-def first_line(error: BaseException) -> str:
-    return (str(error).splitlines() or [type(error).__name__])[0][:120]
 
 
 class TextFiles(TextSource):

@@ -14,10 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from saelab import results as results_io
 from saelab.checkpoints import LoadedSAE
+from saelab.checks import check_eval
 from saelab.errors import UserError
 from saelab.evals import build_plugins
 from saelab.evaluation import Evaluation, scalar_results
-from saelab.models import ModelSource, check_location
+from saelab.models import ModelSource
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
@@ -35,9 +36,7 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
 def run(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     L.seed_everything(cfg.seed, verbose=False)
-    check_location(cfg.location)
-    if not isinstance(cfg.layer, int):
-        raise UserError(f"layer must be an integer, got layer={cfg.layer!r}")
+    check_eval(cfg)
     loaded: LoadedSAE = build(cfg.sae)  # before the model: family/location errors come first
     model: ModelSource = build(cfg.model)
     hook = model.hook_name(cfg.location, cfg.layer)
