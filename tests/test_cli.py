@@ -338,3 +338,25 @@ def test_user_plugin(monkeypatch, tmp_path, topk_checkpoint, how):
     (run_dir,) = run_dirs(tmp_path / "logs")
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
     assert metrics["max_activation/value"] > 0 and "density/dead_fraction" in metrics
+
+
+def test_a_real_training_checkpoint_passes_the_checkpoint_check(monkeypatch, tmp_path):
+    """The check that rejects wrong `ckpt_path` files accepts what `saelab train` writes."""
+    from saelab.checks import check_training_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    args = [
+        *TRAIN,
+        "train.val_every_n_steps=0",
+        "train.checkpoint_every_n_steps=5",
+        "trainer.enable_progress_bar=false",
+    ]
+    main([*args, "run_name=first"])
+    checkpoints = tmp_path / "logs" / "train" / "runs" / "first" / "checkpoints"
+    written = sorted(checkpoints.glob("*.ckpt"))
+    assert len(written) == 2  # the periodic one and last.ckpt
+    for ckpt in written:
+        check_training_checkpoint(ckpt)
+    # and a run continued from it with ckpt_path= gets past the check and finishes
+    main([*args, "run_name=second", f"ckpt_path={checkpoints / 'last.ckpt'}"])
+    assert (tmp_path / "logs" / "train" / "runs" / "second" / "train.json").is_file()
