@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from saelab.errors import UserError
+from saelab.errors import UserError, first_line
 from saelab.zoo import ZOO_DIR
 
 
@@ -45,32 +45,81 @@ class TextSource:
 
 
 class HubText(TextSource):
-    """A Hugging Face dataset, streamed (OpenWebText by default); needs the network."""
+    """A Hugging Face dataset, streamed (OpenWebText by default); needs the network.
+
+    Evaluation and training read disjoint blocks of documents, in the stream's order:
+    `part="eval"` reads documents [0, eval_documents), `part="train"` every document after
+    them, `part="all"` the whole stream. The split is by document, so it holds for any
+    `n_ctx` and token budget; a shuffle (`shuffle_buffer`) mixes documents within a part only.
+    """
+
+    PARTS = ("eval", "train", "all")
 
     def __init__(
         self,
         path: str = "Skylion007/openwebtext",
         split: str = "train",
         text_field: str = "text",
+        revision: str | None = None,
+        part: str = "all",
+        eval_documents: int = 0,
         shuffle_buffer: int = 0,
     ) -> None:
-        self.path, self.split, self.text_field = path, split, text_field
-        self.shuffle_buffer = shuffle_buffer
-        self.name = path
+        if part not in self.PARTS:
+            parts = ", ".join(self.PARTS)
+            raise UserError(f"data.source.part must be one of {parts}, not {part!r}")
+        if eval_documents < 0 or (part == "eval" and eval_documents == 0):
+            raise UserError(
+                f"data.source.eval_documents={eval_documents}: part=eval needs a positive "
+                "number of reserved documents (e.g. data.source.eval_documents=20000)"
+            )
+        self.path, self.split, self.text_field, self.revision = path, split, text_field, revision
+        self.part, self.eval_documents, self.shuffle_buffer = part, eval_documents, shuffle_buffer
+        start, stop = self.document_range
+        self.name = f"{path} documents {start}-{'end' if stop is None else stop - 1}"
+
+    @property
+    def document_range(self) -> tuple[int, int | None]:
+        """[start, stop) of the documents this part reads; stop None is the end of the stream."""
+        if self.part == "eval":
+            return 0, self.eval_documents
+        if self.part == "train":
+            return self.eval_documents, None
+        return 0, None
 
     def documents(self, seed: int) -> Iterator[str]:
         import datasets
 
         try:
-            stream = datasets.load_dataset(self.path, split=self.split, streaming=True)
-            if self.shuffle_buffer:
+            stream = datasets.load_dataset(
+                self.path, split=self.split, streaming=True, revision=self.revision
+            )
+            start, stop = self.document_range
+            if start:
+                stream = stream.skip(start)
+            if stop is not None:
+                stream = stream.take(stop - start)
+            if self.shuffle_buffer:  # after skip/take: shuffles within this part only
                 stream = stream.shuffle(seed=seed, buffer_size=self.shuffle_buffer)
             for row in stream:
                 yield row[self.text_field]
+        except RuntimeError as error:
+            if "Dataset scripts are no longer supported" not in str(error):
+                raise
+            raise UserError(
+                f"{self.path} is a script-based dataset, which datasets>=4 no longer runs: "
+                "use its Parquet conversion, data.source.revision=refs/convert/parquet "
+                "(the default for OpenWebText), or a dataset without a script"
+            ) from None
+        except FileNotFoundError as error:  # datasets' DatasetNotFoundError, missing revisions
+            raise UserError(
+                f"could not find {self.path} (revision {self.revision or 'main'}) on the Hugging "
+                f"Face hub ({first_line(error)}); check data.source.path and data.source.revision"
+            ) from None
         except (ConnectionError, OSError) as error:
             raise UserError(
                 f"could not stream {self.path} from the Hugging Face hub "
-                f"({str(error).splitlines()[0][:120]}); offline? use data=text_files "
+                f"({first_line(error)}); offline? use data=text_files "
                 "data.source.paths=[...] or data=random_tokens"
             ) from None
 
@@ -91,17 +140,42 @@ class TextFiles(TextSource):
     def documents(self, seed: int) -> Iterator[str]:
         for path in self.paths:
             if path.suffix == ".jsonl":
-                with open(path, encoding="utf-8") as f:
-                    for line_no, line in enumerate(f, 1):
+                with open(path, "rb") as f:
+                    for line_no, raw in enumerate(f, 1):
+                        line = decode(raw, f"{path}:{line_no}")
                         if line.strip():
-                            yield self._field(json.loads(line), path, line_no)
+                            yield self._field(line, path, line_no)
             else:
-                yield path.read_text(encoding="utf-8")
+                yield decode(path.read_bytes(), str(path))
 
-    def _field(self, row: dict, path: Path, line_no: int) -> str:
-        if self.text_field not in row:
-            raise UserError(f"{path}:{line_no} has no {self.text_field!r} field")
+    def _field(self, line: str, path: Path, line_no: int) -> str:
+        where = f"{path}:{line_no}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UserError(
+                f"{where} is not valid JSON ({error.msg} at column {error.colno}); each line "
+                f'of a .jsonl file must be one object like {{"{self.text_field}": "..."}}'
+            ) from None
+        if not isinstance(row, dict) or self.text_field not in row:
+            raise UserError(
+                f"{where} has no {self.text_field!r} field; set data.source.text_field= "
+                "to the field that holds the text"
+            )
+        if not isinstance(row[self.text_field], str):
+            raise UserError(f"{where}: {self.text_field!r} is not a string")
         return row[self.text_field]
+
+
+def decode(data: bytes, where: str) -> str:
+    """UTF-8 text, or one line naming the file (and line) that is not."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(
+            f"{where} is not UTF-8 text (byte {error.start}: {data[error.start]:#04x}); "
+            "convert it, e.g. iconv -f latin1 -t utf-8"
+        ) from None
 
 
 class Bundled(TextSource):
@@ -210,6 +284,11 @@ class TokenDataModule(L.LightningDataModule):
             raise UserError(
                 f"the dataset {self.source.name} gave only {len(tokens)} contexts of "
                 f"{self.n_ctx} tokens, less than one batch (data.batch_size={self.batch_size})"
+            )
+        if len(tokens) < n_contexts:  # the text ran out: say so rather than count fewer quietly
+            print(
+                f"note: {self.source.name} gave {len(tokens)} of the {n_contexts} contexts "
+                f"asked for ({len(tokens) * self.n_ctx} of {n_tokens} tokens)"
             )
         self.tokens = tokens
 

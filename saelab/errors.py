@@ -9,6 +9,11 @@ class UserError(Exception):
     """Something the user can fix: the message says what was wrong and how to fix it."""
 
 
+def first_line(error: BaseException, limit: int = 120) -> str:
+    """The gist of a library's exception, short enough for a one-line message."""
+    return (str(error).splitlines() or [type(error).__name__])[0][:limit]
+
+
 def exit_with(error: UserError) -> None:
     print(f"saelab: error: {error}", file=sys.stderr)
     raise SystemExit(2)

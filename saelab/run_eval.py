@@ -12,10 +12,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from saelab import results as results_io
 from saelab.checkpoints import LoadedSAE
-from saelab.errors import UserError
+from saelab.checks import check_eval
 from saelab.evals import build_plugins
 from saelab.evaluation import Evaluation, probe, scalar_results
-from saelab.models import ModelSource, check_location
+from saelab.models import ModelSource
 from saelab.task import build
 
 
@@ -27,10 +27,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         print(f"resume: {out_dir} is complete, skipped")
         return json.loads(done.read_text())["metrics"]
     L.seed_everything(cfg.seed, verbose=False)
-    if cfg.location is not None:
-        check_location(cfg.location)
-    if cfg.layer is not None and not isinstance(cfg.layer, int):
-        raise UserError(f"layer must be an integer, got layer={cfg.layer!r}")
+    check_eval(cfg)
     loaded: LoadedSAE = build(cfg.sae)  # before the model: family/location errors come first
     model: ModelSource = build(cfg.model)
     location, layer = loaded.place(model, cfg.location, cfg.layer)

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from saelab import results as results_io
 from saelab.activations import MANIFEST, BufferedStream, CachedActivations, ModelActivations
+from saelab.checks import check_train
 from saelab.data import TokenDataModule
 from saelab.errors import UserError
 from saelab.evals import build_plugins
@@ -82,9 +83,7 @@ def cached(
 
 
 def checkpoint_path(cfg: DictConfig, checkpoints: Path) -> str | None:
-    if cfg.get("ckpt_path"):
-        if not Path(cfg.ckpt_path).is_file():
-            raise UserError(f"ckpt_path={cfg.ckpt_path} does not exist")
+    if cfg.get("ckpt_path"):  # checked by check_train
         return str(cfg.ckpt_path)
     if cfg.get("resume"):
         last = checkpoints / "last.ckpt"
@@ -134,6 +133,7 @@ def activations_and_validation(
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
+    check_train(cfg)
     L.seed_everything(cfg.seed, verbose=False)
     model: ModelSource = build(cfg.model)
     places = places_for(cfg, model)

@@ -1,7 +1,9 @@
 """The command line, end to end: real subprocesses for the main paths, in-process for errors."""
 
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,9 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from saelab.autoencoder import Autoencoder
 from saelab.cli import main
 from saelab.evals import EvalPlugin
-from tests.conftest import TINY_OVERRIDES, write_openai_checkpoint
+from saelab.formats import save_sae
+from tests.conftest import TINY_OVERRIDES, openai_state_dict, write_openai_checkpoint
 
 FAST = [
     *TINY_OVERRIDES,
@@ -61,8 +65,12 @@ def test_eval_end_to_end_writes_metrics_and_offline_wandb_run(tmp_path, topk_che
         "downstream/kl",
         "density/dead_fraction",
     ):
-        assert key in values and values[key] == values[key]  # present and not NaN
-    assert values["sparsity/l0"] <= 8
+        assert math.isfinite(values[key]), key
+    assert 0 < values["sparsity/l0"] <= 8  # a TopK SAE with k=8
+    for key in ("reconstruction/nmse", "reconstruction/fvu", "downstream/kl"):
+        assert values[key] >= 0, key
+    assert 0 <= values["density/dead_fraction"] <= 1
+    assert values["downstream/ce_clean"] > 0  # cross-entropy of a random model's predictions
     assert provenance["hook"] == "blocks.1.hook_resid_post"
     assert provenance["n_tokens"] == 32 * 15 and provenance["first_position_excluded"]
     assert len(provenance["sae_sha256"]) == 64
@@ -143,51 +151,130 @@ def test_unknown_command(monkeypatch, tmp_path, capsys):
     )
 
 
-def bad_input_cases(tmp_path: Path, topk: Path) -> list[tuple[list[str], str]]:
-    wide = write_openai_checkpoint(tmp_path / "wide.pt", 128, 96, k=4)
-    truncated = tmp_path / "truncated.pt"
-    truncated.write_bytes(topk.read_bytes()[:3000])
-    text = tmp_path / "notes.pt"
-    text.write_text("not a checkpoint")
-    empty = tmp_path / "empty.txt"
-    empty.write_text("")
-    local = ["sae=file", f"sae.path={topk}"]
-    return [
-        (["location=resid_mid", *local], "unknown location 'resid_mid'"),
-        (["layer=5", *local], "layer=5 is out of range"),
-        (
-            ["sae=openai_v5_32k", "location=mlp_post_act", "layer=0"],
-            "v5_32k SAEs have no location 'mlp_post_act'",
-        ),
-        (["sae=file", f"sae.path={wide}"], "reads 96-wide inputs but blocks.1.hook_mlp_out"),
-        (["location=mlp_post_act", *local], "reads 64-wide inputs but blocks.1.mlp.hook_post"),
-        (["sae=file", f"sae.path={tmp_path / 'missing.pt'}"], "SAE checkpoint not found"),
-        (["sae=file"], "sae.path"),
-        (["sae=file", f"sae.path={truncated}"], "truncated or corrupt"),
-        (["sae=file", f"sae.path={text}"], "not a torch checkpoint|truncated or corrupt"),
-        (
-            [
-                "sae=file",
-                "sae.path=az://saelab-no-such-account-0/c/6.pt",
-                f"paths.cache_dir={tmp_path / 'cache'}",
-            ],
-            "could not download .*offline\\?",
-        ),
-        ([*local, "data=text_files", f"data.source.paths=[{empty}]"], "no text|less than one"),
-        ([*local, "data.n_tokens=32"], "less than one batch"),
-        ([*local, "+evals.mine={}"], "unknown eval plugin 'mine'"),
-        ([*local, "+evals.mine._target_=builtins.dict"], "not an EvalPlugin"),
-    ]
+@pytest.fixture
+def bad_files(tmp_path: Path, topk_checkpoint: Path) -> dict[str, Path]:
+    """Files that are wrong in one way each, for the table of bad inputs below."""
+    files = {"topk": topk_checkpoint, "tmp": tmp_path}
+    files["wide"] = write_openai_checkpoint(tmp_path / "wide.pt", 128, 96, k=4)
+    files["truncated"] = tmp_path / "truncated.pt"
+    files["truncated"].write_bytes(topk_checkpoint.read_bytes()[:3000])
+    files["text"] = tmp_path / "notes.pt"
+    files["text"].write_text("not a checkpoint")
+    files["empty"] = tmp_path / "empty.txt"
+    files["empty"].write_text("")
+    nan = openai_state_dict(256, 64, k=8)
+    nan["encoder.weight"][3, 5] = float("nan")
+    files["nan"] = tmp_path / "nan.pt"
+    torch.save(nan, files["nan"])
+    inf = Autoencoder.random(256, 64, k=8)
+    with torch.no_grad():
+        inf.W_dec[0, 0] = float("inf")
+    files["inf"] = save_sae(inf, tmp_path / "inf", {})[0]  # saelab's safetensors format
+    files["bad_jsonl"] = tmp_path / "bad.jsonl"
+    files["bad_jsonl"].write_text('{"text": "fine"}\n{"text": unquoted}\n')
+    files["latin1"] = tmp_path / "latin1.txt"
+    files["latin1"].write_bytes("Ein Café in Köln".encode("latin-1"))
+    files["a_file"] = tmp_path / "a_file"
+    files["a_file"].write_text("")
+    return files
 
 
-def test_bad_inputs_exit_2_with_one_clear_line(monkeypatch, tmp_path, capsys, topk_checkpoint):
-    import re
+LOCAL_SAE = ["sae=file", "sae.path={topk}"]
+EVAL = ["eval", "model=random_gpt2", *FAST, "layer=1", "logger=none"]
+TRAIN = [
+    "train",
+    "model=random_gpt2",
+    *TINY_OVERRIDES,
+    "data=random_tokens",
+    "data.n_ctx=16",
+    "data.batch_size=8",
+    "layer=0",
+    "train.n_tokens=4096",
+    "train.batch_size=256",
+    "train.buffer_contexts=64",
+    "train.init_tokens=1024",
+    "sae.n_latents=256",
+    "sae.k=8",
+    "logger=none",
+]
+# (command, overrides with {file} placeholders from `bad_files`, expected message regex)
+BAD_INPUTS = [
+    ("eval", ["location=resid_mid", *LOCAL_SAE], "unknown location 'resid_mid'"),
+    ("eval", ["layer=one", *LOCAL_SAE], "layer must be an integer"),
+    ("eval", ["layer=5", *LOCAL_SAE], "layer=5 is out of range"),
+    (
+        "eval",
+        ["sae=openai_v5_32k", "location=mlp_post_act", "layer=0"],
+        "v5_32k SAEs have no location 'mlp_post_act'",
+    ),
+    ("eval", ["sae=file", "sae.path={wide}"], "reads 96-wide inputs but blocks.1.hook_mlp_out"),
+    ("eval", ["location=mlp_post_act", *LOCAL_SAE], "reads 64-wide inputs but blocks.1.mlp"),
+    ("eval", ["sae=file", "sae.path={tmp}/missing.pt"], "SAE checkpoint not found"),
+    ("eval", ["sae=file"], "sae.path"),
+    ("eval", ["sae=file", "sae.path={truncated}"], "truncated or corrupt"),
+    ("eval", ["sae=file", "sae.path={text}"], "not a torch checkpoint|truncated or corrupt"),
+    (
+        "eval",
+        ["sae=file", "sae.path=az://saelab-no-such-account-0/c/6.pt", "paths.cache_dir={tmp}/c"],
+        "could not download .*offline\\?",
+    ),
+    ("eval", ["sae=file", "sae.path={nan}"], "non-finite weights \\(1 of 16384 values of W_enc"),
+    ("eval", ["sae=file", "sae.path={inf}"], "non-finite weights \\(1 of 16384 values of W_dec"),
+    ("eval", [*LOCAL_SAE, "data=text_files", "data.source.paths=[{empty}]"], "no text|less than"),
+    ("eval", [*LOCAL_SAE, "data=text_files", "data.source.paths=[{bad_jsonl}]"], "jsonl:2 is not"),
+    ("eval", [*LOCAL_SAE, "data=text_files", "data.source.paths=[{latin1}]"], "is not UTF-8"),
+    ("eval", [*LOCAL_SAE, "data.n_tokens=32"], "less than one batch"),
+    ("eval", [*LOCAL_SAE, "data.batch_size=0"], "data.batch_size=0 must be a positive integer"),
+    ("eval", [*LOCAL_SAE, "data.n_ctx=1"], "data.n_ctx=1 must be an integer >= 2"),
+    ("eval", [*LOCAL_SAE, "data.n_tokens=-5"], "data.n_tokens=-5 must be a positive integer"),
+    ("eval", [*LOCAL_SAE, "+evals.mine={{}}"], "unknown eval plugin 'mine'"),
+    ("eval", [*LOCAL_SAE, "+evals.mine._target_=builtins.dict"], "not an EvalPlugin"),
+    ("train", ["sae.k=0"], "sae.k=0 must be an integer from 1 to sae.n_latents=256"),
+    ("train", ["sae.k=300"], "sae.k=300 must be an integer from 1 to sae.n_latents=256"),
+    ("train", ["sae.n_latents=0"], "sae.n_latents=0 must be a positive integer"),
+    ("train", ["train.batch_size=0"], "train.batch_size=0 must be a positive integer"),
+    ("train", ["train.lr=-0.001"], "train.lr=-0.001 must be a positive number"),
+    ("train", ["train.lr=0"], "train.lr=0 must be a positive number"),
+    ("train", ["train.n_tokens=0"], "train.n_tokens=0 must be a positive integer"),
+    ("train", ["train.n_tokens=100"], "less than one batch"),
+    ("train", ["train.buffer_contexts=0"], "train.buffer_contexts=0 must be a positive"),
+    ("train", ["train.init_tokens=0"], "train.init_tokens=0 must be a positive integer"),
+    ("train", ["train.warmup_steps=-1"], "train.warmup_steps=-1 must be an integer >= 0"),
+    ("train", ["train.decay_fraction=1.5"], "train.decay_fraction=1.5 must be a number in"),
+    ("train", ["train.ema_decay=1.0"], "train.ema_decay=1.0 must be null or a number in"),
+    ("train", ["train.val_tokens=-1"], "train.val_tokens=-1 must be an integer >= 0"),
+    ("train", ["train.checkpoint_every_n_steps=-1"], "checkpoint_every_n_steps=-1 must be"),
+    ("train", ["data.batch_size=0"], "data.batch_size=0 must be a positive integer"),
+    ("train", ["ckpt_path={text}"], "ckpt_path=.*notes.pt is not a training checkpoint"),
+    ("train", ["ckpt_path={topk}"], "is not a training checkpoint \\(an SAE file\\?"),
+    ("train", ["ckpt_path={tmp}/missing.ckpt"], "ckpt_path=.*missing.ckpt does not exist"),
+    ("train", ["run_name=fresh", "resume=true"], "resume=true but there is no"),
+    (
+        "train",
+        ["train.activation_cache={a_file}/cache"],
+        "train.activation_cache=.*a_file/cache cannot be written: .*a_file is not a directory",
+    ),
+    ("train", ["location=resid_mid"], "unknown location 'resid_mid'"),
+    ("train", ["layer=[0,7]"], "layer=7 is out of range"),
+    ("train", ["recipe.pre_bias_init=median"], "recipe.pre_bias_init must be"),
+    ("train", ["data=text_files", "data.source.paths=[{latin1}]"], "is not UTF-8"),
+]
 
-    base = ["eval", "model=random_gpt2", *FAST, "layer=1", "logger=none"]
-    for overrides, expected in bad_input_cases(tmp_path, topk_checkpoint):
-        line = run_in_process([*base, *overrides], monkeypatch, tmp_path, capsys)
-        assert re.search(expected, line), (overrides, line)
-    assert not list((tmp_path / "logs").rglob("metrics.json"))
+
+@pytest.mark.parametrize(
+    ("command", "overrides", "expected"),
+    BAD_INPUTS,
+    ids=[f"{command}-{' '.join(overrides)}" for command, overrides, _ in BAD_INPUTS],
+)
+def test_bad_inputs_exit_2_with_one_clear_line(
+    command, overrides, expected, bad_files, monkeypatch, tmp_path, capsys
+):
+    base = EVAL if command == "eval" else TRAIN
+    args = [*base, *(arg.format(**bad_files) for arg in overrides)]
+    line = run_in_process(args, monkeypatch, tmp_path, capsys)
+    assert re.search(expected, line), (overrides, line)
+    for finished in ("metrics.json", "train.json", "sae.safetensors", "*.npy"):
+        assert not list((tmp_path / "logs").rglob(finished)), finished
 
 
 def test_relu_sae_on_mlp_activations_in_process(monkeypatch, tmp_path, relu_mlp_checkpoint):
@@ -260,3 +347,25 @@ def test_user_plugin(monkeypatch, tmp_path, topk_checkpoint, how):
     (run_dir,) = run_dirs(tmp_path / "logs")
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
     assert metrics["max_activation/value"] > 0 and "density/dead_fraction" in metrics
+
+
+def test_a_real_training_checkpoint_passes_the_checkpoint_check(monkeypatch, tmp_path):
+    """The check that rejects wrong `ckpt_path` files accepts what `saelab train` writes."""
+    from saelab.checks import check_training_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    args = [
+        *TRAIN,
+        "train.val_every_n_steps=0",
+        "train.checkpoint_every_n_steps=5",
+        "trainer.enable_progress_bar=false",
+    ]
+    main([*args, "run_name=first"])
+    checkpoints = tmp_path / "logs" / "train" / "runs" / "first" / "checkpoints"
+    written = sorted(checkpoints.glob("*.ckpt"))
+    assert len(written) == 2  # the periodic one and last.ckpt
+    for ckpt in written:
+        check_training_checkpoint(ckpt)
+    # and a run continued from it with ckpt_path= gets past the check and finishes
+    main([*args, "run_name=second", f"ckpt_path={checkpoints / 'last.ckpt'}"])
+    assert (tmp_path / "logs" / "train" / "runs" / "second" / "train.json").is_file()

@@ -83,3 +83,184 @@ def test_empty_dataset_and_small_budget_are_clear_errors(tmp_path):
     long_ctx = TokenDataModule(RandomTokens(), n_tokens=10_000, n_ctx=2048, batch_size=1)
     with pytest.raises(UserError, match="exceeds the model's context"):
         long_ctx.prepare(TOKENIZER, 512, 1024)
+
+
+# -- the hub stream: eval/train document split and loading errors -----------------------------
+
+N_DOCS = 30_000  # more than the default config's 20,000 reserved evaluation documents
+
+
+def fake_hub(monkeypatch, n_docs: int = N_DOCS) -> list[dict]:
+    """`datasets.load_dataset` answering with a real streamed dataset of local documents, in
+    several shards (as a hub Parquet conversion is), recording each call's arguments."""
+    import datasets
+
+    docs = datasets.Dataset.from_dict({"text": [f"doc{i:05d}." for i in range(n_docs)]})
+    calls: list[dict] = []
+
+    def load_dataset(path, **kwargs):
+        calls.append({"path": path, **kwargs})
+        return docs.to_iterable_dataset(num_shards=8)
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return calls
+
+
+def compose(command: str, *overrides: str):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from saelab.cli import config_dir
+
+    with initialize_config_dir(str(config_dir()), version_base="1.3", job_name=command):
+        return hydra_compose(command, overrides=list(overrides))
+
+
+def doc_ids(tokens: torch.Tensor) -> set[int]:
+    """The documents whose id appears whole in the contexts."""
+    import re
+
+    text = TOKENIZER.decode(tokens.flatten().tolist())
+    return {int(match) for match in re.findall(r"doc(\d{5})\.", text)}
+
+
+def test_default_eval_and_train_configs_read_disjoint_documents(monkeypatch):
+    from hydra.utils import instantiate
+
+    calls = fake_hub(monkeypatch)
+    eval_data = instantiate(compose("eval").data)
+    train_data = instantiate(compose("train").data)
+    assert eval_data.source.document_range == (0, 20_000)
+    assert train_data.source.document_range == (20_000, None)
+
+    # the whole pipeline: documents -> packed contexts, at the default budgets' shape
+    eval_data.prepare(TOKENIZER, 512, 1024)
+    eval_ids = doc_ids(eval_data.tokens)
+    train_data.prepare(TOKENIZER, 512, 1024, n_tokens=8 * 1024 * 64)
+    train_ids = doc_ids(train_data.tokens)
+    assert len(eval_ids) > 10_000 and len(train_ids) > 1_000
+    assert not eval_ids & train_ids
+    assert max(eval_ids) < 20_000 <= min(train_ids)
+    assert min(train_ids) <= 20_001  # training starts right after the reserved block
+    # both stream OpenWebText's Parquet conversion (datasets 4+ refuses its script)
+    assert {(c["path"], c["revision"], c["streaming"]) for c in calls} == {
+        ("Skylion007/openwebtext", "refs/convert/parquet", True)
+    }
+
+
+def test_split_holds_for_any_context_length_and_with_shuffling(monkeypatch):
+    from hydra.utils import instantiate
+
+    fake_hub(monkeypatch, n_docs=3_000)
+    reserve = ["data.source.eval_documents=1000", "+data.source.shuffle_buffer=64"]
+    for n_ctx in (16, 128):
+        sources = {
+            command: instantiate(compose(command, *reserve, f"data.n_ctx={n_ctx}").data).source
+            for command in ("eval", "train")
+        }
+        read = {command: list(s.documents(seed=3)) for command, s in sources.items()}
+        assert len(read["eval"]) == 1_000 and len(read["train"]) == 2_000
+        assert read["eval"] != sorted(read["eval"])  # shuffled ...
+        everything = sorted(read["eval"] + read["train"])  # ... within each part only
+        assert everything == [f"doc{i:05d}." for i in range(3_000)]
+        assert max(read["eval"]) < min(read["train"])
+
+
+def test_training_holds_validation_out_of_its_own_part(monkeypatch):
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from saelab import run_train
+
+    fake_hub(monkeypatch, n_docs=3_000)
+    cfg = compose(
+        "train",
+        "data.source.eval_documents=1000",
+        "data.n_ctx=16",
+        "data.batch_size=4",
+        "train.n_tokens=4096",
+        "train.val_tokens=1024",
+    )
+    seen = {}
+
+    class Stream:  # stands in for the model's activations: records the training contexts
+        def __init__(self, model, hooks, tokens, *args, **kwargs):
+            seen["train"] = tokens
+
+    model = SimpleNamespace(tokenizer=TOKENIZER, vocab_size=512, n_ctx=1024)
+    monkeypatch.setattr(run_train, "ModelActivations", Stream)
+    _, val = run_train.activations_and_validation(cfg, model, {"h": 0})
+    val_ids, train_ids = doc_ids(val.tokens), doc_ids(seen["train"])
+    assert OmegaConf.select(cfg, "data.source.part") == "train"
+    assert val_ids and train_ids and not val_ids & train_ids
+    assert min(val_ids) >= 1000 and max(val_ids) < min(train_ids)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (
+            RuntimeError("Dataset scripts are no longer supported, but found openwebtext.py"),
+            "script-based dataset.*data.source.revision=refs/convert/parquet",
+        ),
+        (ConnectionError("Couldn't reach 'x' on the Hub (ConnectError)"), "offline\\?"),
+        (FileNotFoundError("Revision 'nope' doesn't exist"), "could not find .*revision"),
+    ],
+)
+def test_hub_loading_failures_are_one_clear_line(monkeypatch, error, expected):
+    import re
+
+    import datasets
+
+    from saelab.data import HubText
+
+    def load_dataset(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    with pytest.raises(UserError) as info:
+        list(HubText(part="eval", eval_documents=10).documents(0))
+    message = str(info.value)
+    assert re.search(expected, message) and "\n" not in message
+
+
+def test_other_runtime_errors_are_not_disguised(monkeypatch):
+    import datasets
+
+    from saelab.data import HubText
+
+    def load_dataset(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    with pytest.raises(RuntimeError, match="a bug"):
+        list(HubText().documents(0))
+
+
+def test_bad_split_settings_are_clear_errors():
+    from saelab.data import HubText
+
+    with pytest.raises(UserError, match="part must be one of eval, train, all"):
+        HubText(part="test")
+    with pytest.raises(UserError, match="eval_documents=0"):
+        HubText(part="eval", eval_documents=0)
+
+
+def test_bad_text_files_name_the_file_and_line(tmp_path):
+    jsonl = tmp_path / "bad.jsonl"
+    jsonl.write_text('{"text": "fine"}\n{"text": "cut\n')
+    with pytest.raises(UserError, match=f"{jsonl}:2 is not valid JSON"):
+        list(TextFiles([str(jsonl)]).documents(0))
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("café".encode("latin-1"))
+    with pytest.raises(UserError, match=f"{latin1} is not UTF-8 text \\(byte 3: 0xe9\\)"):
+        list(TextFiles([str(latin1)]).documents(0))
+    latin1_lines = tmp_path / "latin1.jsonl"
+    latin1_lines.write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(UserError, match=f"{latin1_lines}:2 is not UTF-8"):
+        list(TextFiles([str(latin1_lines)]).documents(0))
+    not_object = tmp_path / "list.jsonl"
+    not_object.write_text("[1, 2]\n")
+    with pytest.raises(UserError, match=f"{not_object}:1 has no 'text' field"):
+        list(TextFiles([str(not_object)]).documents(0))
