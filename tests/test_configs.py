@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from saelab.cli import COMMANDS, config_dir
 
@@ -41,6 +42,8 @@ def test_every_option_composes(command, group, option, tmp_path):
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose(command, overrides=[override, f"paths.output_dir={tmp_path}"])
     assert cfg.task_name == command
+    for node in ("data", "model", "trainer", "logger"):  # every interpolation resolves
+        OmegaConf.to_container(cfg[node], resolve=True)
     if group == "evals":
         (plugin,) = cfg.evals.values()
         assert instantiate(plugin).__class__.__module__.startswith("saelab.evals")
