@@ -71,7 +71,10 @@ def validate(sae: Autoencoder, path: Path) -> Autoencoder:
     for name, value in sae.named_parameters():
         bad = (~torch.isfinite(value)).sum().item()
         if bad:
-            raise UserError(f"{path}: {name} has {bad} non-finite value(s) (NaN or inf)")
+            raise UserError(
+                f"{path}: {name} has {bad} non-finite value(s) (NaN or inf: a diverged or "
+                "damaged SAE); use another checkpoint"
+            )
     return sae
 
 
