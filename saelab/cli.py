@@ -19,6 +19,7 @@ from saelab.errors import UserError, exit_with
 COMMANDS = {
     "eval": ("saelab.run_eval", "evaluate an SAE at a hook of a model with evaluation plugins"),
     "train": ("saelab.run_train", "train TopK or ReLU+L1 SAEs at one or more hooks of a model"),
+    "view": ("saelab.view", "browse exported latents in the browser (saelab view --help)"),
 }
 USAGE = """usage: saelab <command> [hydra overrides] [-m]
 
@@ -88,6 +89,9 @@ def main(argv: list[str] | None = None) -> None:
                 "(saelab --help lists them)"
             )
         )
+    entry = importlib.import_module(COMMANDS[command][0])
+    if hasattr(entry, "main"):  # a command with its own arguments (view), not a Hydra app
+        return entry.main(overrides)
     if not any(arg.startswith("-") for arg in overrides):  # Hydra's own flags, -m sweeps
         try:
             check_overrides(command, overrides)
