@@ -37,6 +37,14 @@ function result(data, link) {
     if (c) span.style.backgroundColor = c;
     return span;
   }));
+  // Hovering a latent recolours the token line by that latent's activation at each token.
+  const colour = (valueAt) => {
+    const values = data.tokens.map((t, i) => (t.excluded ? 0 : valueAt(t, i)));
+    const top = Math.max(0, ...values);
+    [...line.children].forEach((span, i) => { span.style.backgroundColor = shade(values[i], top); });
+  };
+  const byMax = (t) => t.latents[0]?.[1] ?? 0;
+  const focus = (id) => () => colour((t) => t.latents.find(([j]) => j === id)?.[1] ?? 0);
   const rows = data.tokens.map((t, i) => h("tr", { class: t.excluded ? "excluded" : "" },
     h("td", { class: "num muted" }, i),
     h("td", {}, h("span", { class: "tok-chip" }, visible(pieces[i]) || "\u2205")),
@@ -44,10 +52,11 @@ function result(data, link) {
       t.latents.map(([id, act]) => {
         const href = link(id);
         const label = [`#${id}`, h("small", {}, ` ${fmt(act, 3)}`)];
-        return href ? h("a", { href, class: "latent-link", title: `activation ${fmt(act, 4)}` }, label) : h("span", { class: "latent-link" }, label);
+        const attrs = { class: "latent-link", title: `activation ${fmt(act, 4)}; hover: this latent over the prompt`, onmouseenter: focus(id), onmouseleave: () => colour(byMax) };
+        return href ? h("a", { href, ...attrs }, label) : h("span", attrs, label);
       }))));
   return h("div", {},
-    section("Tokens", h("p", { class: "caption muted" }, "Colour: the largest latent activation at each token. ↵ is a newline."), line),
+    section("Tokens", h("p", { class: "caption muted" }, "Colour: the largest latent activation at each token, or, while you hover a latent below, that latent's activation. ↵ is a newline."), line),
     section("Latents per token", h("table", { class: "prompt-table" },
       h("thead", {}, h("tr", {}, h("th", { class: "num" }, "pos"), h("th", {}, "token"), h("th", { title: "latents with a non-zero activation, largest first (at most 12)" }, "latents that fire (activation)"))),
       h("tbody", {}, rows))));
