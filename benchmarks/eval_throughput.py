@@ -3,9 +3,10 @@
 Runs the real CLI twice, side by side: all three plugins (the downstream plugin adds the
 spliced and ablated forwards and needs logits), then only reconstruction + density (the
 clean forward stops after the hooked layer). Reports tokens/s of the test loop and how its
-time splits between model forwards, SAE work and plugins. Prints a table and writes JSON.
+time splits between model forwards, SAE work and plugins, and the test loop's time against the
+limit model (`benchmarks/limit_model.py`) on the same tokens. Prints a table and writes JSON.
 
-    python benchmarks/eval_throughput.py [--n-tokens 8192] [--layer 6] [--out FILE]
+    python -m benchmarks.eval_throughput [--n-tokens 8192] [--layer 6] [--out FILE]
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.limit_model import limit_seconds
 from saelab import Autoencoder
+from saelab.data import RandomTokens
 from saelab.io import write_json
+from saelab.models import random_gpt2
 
 CONFIGS = {
     "all_plugins": "evals=[reconstruction,downstream,density]",
@@ -70,10 +74,17 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         sae_path = Path(tmp) / "sae_32k.pt"
-        torch.save(Autoencoder.random(32768, 768, k=32).state_dict(), sae_path)
+        sae = Autoencoder.random(32768, 768, k=32)
+        torch.save(sae.state_dict(), sae_path)
         results = {
             name: run_eval(Path(tmp), sae_path, evals, args) for name, evals in CONFIGS.items()
         }
+    model = random_gpt2(seed=0)
+    tokens = RandomTokens().contexts(None, model.vocab_size, args.n_tokens // 64, 64, 50256, 0)
+    place = [(model.hook_name("resid_post_mlp", args.layer), args.layer, sae)]
+    for name, r in results.items():
+        r["limit_s"] = limit_seconds(model, place, tokens, args.batch_size, name == "all_plugins")
+        r["loop_over_limit"] = r["seconds"] / r["limit_s"]
 
     report = {
         "setup": {
@@ -90,12 +101,13 @@ def main() -> None:
         "speedup_without_downstream": results["reconstruction_density"]["tokens_per_s"]
         / results["all_plugins"]["tokens_per_s"],
     }
-    print(f"{'run':<24}{'tokens/s':>10}{'model':>9}{'sae':>8}{'plugins':>9}")
+    print(f"{'run':<24}{'tokens/s':>10}{'model':>9}{'sae':>8}{'plugins':>9}{'/limit':>8}")
     for name, r in results.items():
         share = r["share_by_part"]
         print(
             f"{name:<24}{r['tokens_per_s']:>10.0f}{share.get('model_forward', 0):>9.0%}"
             f"{share.get('sae', 0):>8.0%}{share.get('plugins', 0):>9.0%}"
+            f"{r['loop_over_limit']:>7.2f}x"
         )
     print(f"reconstruction+density is {report['speedup_without_downstream']:.2f}x faster")
     write_json(args.out, report)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from saelab.errors import UserError
+from saelab.kernels import sparse_decode
 
 LN_EPS = 1e-5
 OPENAI_BUFFERS = ("stats_last_nonzero", "latents_activation_frequency", "latents_mean_square")
@@ -129,10 +130,11 @@ class Autoencoder(nn.Module):
         return self.as_sparse(self.encode_pre_act(x)), info
 
     def decode_sparse(self, latents: SparseLatents, info: dict[str, Tensor]) -> Tensor:
-        """Sum of the k selected decoder rows, weighted: never touches the other latents."""
+        """Sum of the k selected decoder rows, weighted: never touches the other latents
+        (through the fastest sparse kernel of the device, see `saelab.kernels`)."""
         flat_idx = latents.indices.reshape(-1, latents.indices.shape[-1])
         flat_val = latents.values.reshape(flat_idx.shape)
-        recons = F.embedding_bag(flat_idx, self.W_dec, per_sample_weights=flat_val, mode="sum")
+        recons = sparse_decode(flat_idx, flat_val, self.W_dec)
         recons = recons.reshape(*latents.indices.shape[:-1], self.n_inputs) + self.pre_bias
         return self.postprocess(recons, info)
 

@@ -19,6 +19,7 @@ from saelab.errors import UserError, exit_with
 COMMANDS = {
     "eval": ("saelab.run_eval", "evaluate an SAE at a hook of a model with evaluation plugins"),
     "train": ("saelab.run_train", "train TopK or ReLU+L1 SAEs at one or more hooks of a model"),
+    "sweep": ("saelab.run_sweep", "evaluate many SAEs (layers x locations) in one pass"),
     "view": ("saelab.view", "browse exported latents in the browser (saelab view --help)"),
 }
 USAGE = """usage: saelab <command> [hydra overrides] [-m]
@@ -30,6 +31,7 @@ examples:
   saelab eval layer=6 location=resid_delta_mlp
   saelab eval model=random_gpt2 data=random_tokens sae=file sae.path=sae.pt
   saelab eval -m layer=0,1,2 location=resid_post_mlp,resid_delta_mlp
+  saelab sweep experiment=tiny_all       (offline: every bundled SAE, one pass)
   saelab eval --help          (Hydra's help: config groups and options)
 """
 
@@ -55,6 +57,31 @@ def user_errors_exit_2(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig
             from saelab.results import close_loggers
 
             close_loggers()
+
+    return task
+
+
+def relaunchable(
+    run: Callable[[DictConfig], Any], script: str, command: str
+) -> Callable[[DictConfig], Any]:
+    """Lightning's DDP launcher starts ranks 1.. by rerunning `sys.argv` (adding Hydra's run
+    directory, so every rank writes into one): once Hydra has parsed it, `sys.argv` becomes
+    the command line of this one job again, command name included. It does so once per
+    process, so a sweep cannot run DDP jobs one after another."""
+
+    @wraps(run)
+    def task(cfg: DictConfig) -> Any:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == RunMode.MULTIRUN and "ddp" in str(cfg.trainer.get("strategy")).lower():
+            raise UserError(
+                "a -m sweep cannot run trainer=ddp jobs (Lightning starts the other ranks once "
+                "per process): run each job as its own command"
+            )
+        sys.argv = [script, command, *hydra_cfg.overrides.task]
+        return run(cfg)
 
     return task
 
@@ -102,6 +129,6 @@ def main(argv: list[str] | None = None) -> None:
     import hydra
 
     run = importlib.import_module(COMMANDS[command][0]).run
-    sys.argv = [f"saelab {command}", *overrides]
+    script, sys.argv = sys.argv[0], [f"saelab {command}", *overrides]  # what Hydra parses
     app = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=command)
-    app(user_errors_exit_2(run))()
+    app(user_errors_exit_2(relaunchable(run, script, command)))()

@@ -213,11 +213,6 @@ class TokenDataModule(L.LightningDataModule):
             )
         self.tokens = tokens
 
-    @property
-    def n_evaluated_tokens(self) -> int:
-        assert self.tokens is not None
-        return len(self.tokens) * (self.n_ctx - int(self.exclude_first))
-
     def position_mask(self, tokens: Tensor) -> Tensor:
         """True where a position counts in metrics (and where the SAE is spliced in)."""
         mask = torch.ones_like(tokens, dtype=torch.bool)
@@ -230,10 +225,26 @@ class TokenDataModule(L.LightningDataModule):
         return {"tokens": tokens, "mask": self.position_mask(tokens)}
 
     def test_dataloader(self) -> DataLoader:
+        """This rank's contexts: rank r of w takes contexts r, r + w, ... Lightning's
+        distributed sampler would pad the shards to equal length by repeating contexts, which
+        counts their tokens twice, so trainers run with `use_distributed_sampler=False`."""
         assert self.tokens is not None, "call prepare() before testing"
+        rank, world = distributed_rank()
+        if len(self.tokens) < world:
+            raise UserError(
+                f"{len(self.tokens)} contexts cannot be shared by {world} processes: "
+                "raise data.n_tokens or use fewer devices"
+            )
         return DataLoader(
-            list(self.tokens),
+            list(self.tokens[rank::world]),
             batch_size=self.batch_size,
             collate_fn=self.collate,
             num_workers=self.num_workers,
         )
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size) of this process; (0, 1) outside torch.distributed."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1

@@ -1,96 +1,178 @@
-"""The Lightning evaluation loop: one clean forward per batch, shared by every plugin.
+"""The Lightning evaluation loop: one clean forward per batch, shared by every SAE and plugin.
 
-The clean pass stops after the hooked layer unless a plugin needs logits. The SAE-spliced
-and zero-ablated passes run only when a plugin asks for their logits; they are the only
-extra forwards.
+Per batch: one clean forward captures every hooked activation (and the residual stream
+entering each block an SAE is spliced into) and stops after the deepest hooked layer unless
+a plugin needs the model's output. Then, for each SAE in hook order: encode and sparse
+decode; and only for plugins that need them, the SAE-spliced forward and the zero-ablated
+forward (once per hook, shared by the SAEs there), both started at the hooked block from the
+cached residual stream. Each set of logits goes through log-softmax once.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import lightning as L
 import torch
 from torch import Tensor, nn
 
-from saelab.autoencoder import Autoencoder
-from saelab.evals.base import ABLATED_LOGITS, LOGITS, SPLICED_LOGITS, EvalBatch, EvalPlugin
+from saelab.autoencoder import Autoencoder, SparseLatents
+from saelab.errors import UserError
+from saelab.evals.base import (
+    ABLATED_LOG_PROBS,
+    LOG_PROBS,
+    SPLICED_LOG_PROBS,
+    EvalBatch,
+    EvalPlugin,
+)
 from saelab.models import ModelSource
+
+REPLACED = frozenset({SPLICED_LOG_PROBS, ABLATED_LOG_PROBS})
+
+
+@dataclass
+class Probe:
+    """One SAE read at one hook of the model, and the plugins that evaluate it."""
+
+    hook: str
+    layer: int
+    sae: Autoencoder
+    plugins: Mapping[str, EvalPlugin]
+
+    @property
+    def needs(self) -> frozenset[str]:
+        return frozenset().union(*(plugin.needs for plugin in self.plugins.values()))
+
+
+def probe(
+    model: ModelSource, location: str, layer: int, sae: Autoencoder, plugins: dict[str, EvalPlugin]
+) -> Probe:
+    """The probe of `sae` at `location`/`layer` of `model`, checked to read that hook's width."""
+    hook = model.hook_name(location, layer)
+    width = model.width(location)
+    if sae.n_inputs != width:
+        raise UserError(
+            f"the SAE reads {sae.n_inputs}-wide inputs but {hook} of {model.name} is "
+            f"{width} wide: choose the SAE trained for this model and location"
+        )
+    return Probe(hook, layer, sae, plugins)
+
+
+class Timer:
+    """Seconds by part. On CUDA, events are recorded without waiting for the GPU; they are
+    read (one synchronisation) only when the totals are asked for."""
+
+    def __init__(self) -> None:
+        self.cpu: dict[str, float] = defaultdict(float)
+        self.events: dict[str, list[tuple[torch.cuda.Event, torch.cuda.Event]]] = defaultdict(list)
+
+    @contextmanager
+    def __call__(self, part: str, device: torch.device) -> Iterator[None]:
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            yield
+            end.record()
+            self.events[part].append((start, end))
+        else:
+            started = time.perf_counter()
+            yield
+            self.cpu[part] += time.perf_counter() - started
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        totals = dict(self.cpu)
+        if self.events:
+            torch.cuda.synchronize()
+        for part, pairs in self.events.items():
+            totals[part] = totals.get(part, 0.0) + sum(s.elapsed_time(e) for s, e in pairs) / 1e3
+        return totals
+
+
+def encode_decode(sae: Autoencoder, x: Tensor) -> tuple[SparseLatents | Tensor, Tensor]:
+    """Latents and reconstruction; TopK SAEs stay sparse (k latents per row) throughout."""
+    if sae.k is None:
+        latents, info = sae.encode(x)
+        return latents, sae.decode(latents, info)
+    latents, info = sae.encode_sparse(x)
+    return latents, sae.decode_sparse(latents, info)
 
 
 class BatchEvaluator:
-    """Runs one batch through the model and the SAE and hands the shared result to plugins.
+    """Runs each batch through the model once and through every probe's SAE and plugins.
 
-    Used by `saelab eval` (below) and by validation during training: one code path.
+    Used by `saelab eval` (one probe), `saelab sweep` (many) and validation during training
+    (one per hook): one code path.
     """
 
-    def __init__(self, model: ModelSource, hook: str, layer: int, needs: frozenset[str]) -> None:
-        self.source, self.hook, self.layer, self.needs = model, hook, layer, needs
-        self.seconds: dict[str, float] = defaultdict(float)
+    def __init__(self, model: ModelSource, probes: Sequence[Probe]) -> None:
+        self.model = model
+        self.probes = sorted(probes, key=lambda probe: probe.hook)  # ablations shared per hook
+        needs = frozenset().union(*(probe.needs for probe in probes))
+        self.needs_output = bool(needs & {LOG_PROBS, *REPLACED})
+        self.captured = {probe.hook for probe in probes} | {
+            model.resid_pre(probe.layer) for probe in probes if probe.needs & REPLACED
+        }
+        self.stop_at_layer = None if self.needs_output else max(p.layer for p in probes) + 1
+        self.timer = Timer()
 
-    @contextmanager
-    def timed(self, part: str, device: torch.device) -> Iterator[None]:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        yield
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        self.seconds[part] += time.perf_counter() - start
-
-    def clean_forward(self, tokens: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Activations at the hook, and logits if any plugin needs them."""
-        captured: list[Tensor] = []
+    def clean_forward(self, tokens: Tensor) -> tuple[dict[str, Tensor], Tensor | None]:
+        """Activations at every captured hook, and log-probabilities if a plugin needs them."""
+        acts: dict[str, Tensor] = {}
 
         def capture(act: Tensor, hook) -> Tensor:
-            captured.append(act)
+            acts[hook.name] = act
             return act
 
-        need_logits = bool(self.needs & {LOGITS, SPLICED_LOGITS, ABLATED_LOGITS})
-        out = self.source.bridge.run_with_hooks(
+        out = self.model.bridge.run_with_hooks(
             tokens,
-            fwd_hooks=[(self.hook, capture)],
-            stop_at_layer=None if need_logits else self.layer + 1,
+            fwd_hooks=[(name, capture) for name in self.captured],
+            stop_at_layer=self.stop_at_layer,
         )
-        return captured[0], (out if need_logits else None)
+        aliases = {name: self.model.bridge.hook_dict[name].name for name in self.captured}
+        acts = {name: acts[canonical] for name, canonical in aliases.items()}
+        return acts, (out.float().log_softmax(-1) if self.needs_output else None)
 
-    def patched_logits(self, tokens: Tensor, mask: Tensor, replacement: Tensor) -> Tensor:
-        """Logits with the hook's activations at `mask` positions replaced."""
-        hooks = self.source.replace_hooks(self.hook, mask, replacement)
-        return self.source.bridge.run_with_hooks(tokens, fwd_hooks=hooks)
+    def replaced(
+        self, probe: Probe, acts: dict[str, Tensor], mask: Tensor, value: Tensor
+    ) -> Tensor:
+        """Log-probabilities with `value` at the probe's hook where `mask`, from its block on."""
+        hooks = self.model.replace_hooks(probe.hook, mask, value)
+        resid_pre = acts[self.model.resid_pre(probe.layer)]
+        return self.model.forward_from(probe.layer, resid_pre, hooks).float().log_softmax(-1)
 
     @torch.no_grad()
-    def __call__(
-        self, sae: Autoencoder, plugins: Iterable[EvalPlugin], tokens: Tensor, mask: Tensor
-    ) -> None:
+    def __call__(self, tokens: Tensor, mask: Tensor) -> None:
         device = tokens.device
-        with self.timed("model_forward", device):
-            acts, logits = self.clean_forward(tokens)
-        with self.timed("sae", device):
-            x = acts[mask].float()
-            if sae.k is None:
-                latents, info = sae.encode(x)
-                recons = sae.decode(latents, info)
-            else:
-                latents, info = sae.encode_sparse(x)
-                recons = sae.decode_sparse(latents, info)
-        view = EvalBatch(tokens, mask, x, recons, latents, logits)
-        with self.timed("model_forward", device):
-            if SPLICED_LOGITS in self.needs:
-                view.spliced_logits = self.patched_logits(tokens, mask, recons)
-            if ABLATED_LOGITS in self.needs:
-                view.ablated_logits = self.patched_logits(tokens, mask, torch.zeros_like(recons))
-        with self.timed("plugins", device):
-            for plugin in plugins:
-                plugin.update(view)
+        with self.timer("model_forward", device):
+            acts, log_probs = self.clean_forward(tokens)
+        ablated: tuple[str, Tensor] | None = None  # the current hook's, freed at the next hook
+        for probe in self.probes:
+            with self.timer("sae", device):
+                x = acts[probe.hook][mask].float()
+                latents, recons = encode_decode(probe.sae, x)
+            batch = EvalBatch(tokens, mask, x, recons, latents, log_probs)
+            with self.timer("model_forward", device):
+                if SPLICED_LOG_PROBS in probe.needs:
+                    batch.spliced_log_probs = self.replaced(probe, acts, mask, recons)
+                if ABLATED_LOG_PROBS in probe.needs:
+                    if ablated is None or ablated[0] != probe.hook:
+                        ablated = None  # free the last hook's before computing this one
+                        zeros = torch.zeros_like(recons)
+                        ablated = (probe.hook, self.replaced(probe, acts, mask, zeros))
+                    batch.ablated_log_probs = ablated[1]
+            with self.timer("plugins", device):
+                for plugin in probe.plugins.values():
+                    plugin.update(batch)
 
 
-def compute_all(plugins: Iterable[EvalPlugin]) -> dict[str, float | Tensor]:
+def compute_all(plugins: Mapping[str, EvalPlugin]) -> dict[str, float | Tensor]:
     results: dict[str, float | Tensor] = {}
-    for plugin in plugins:
+    for plugin in plugins.values():
         results.update(plugin.compute())
     return results
 
@@ -100,37 +182,41 @@ def scalar_results(results: dict[str, float | Tensor]) -> dict[str, float]:
 
 
 class Evaluation(L.LightningModule):
-    """Evaluates one SAE at one hook point of a model with a set of plugins (`trainer.test`)."""
+    """Evaluates SAEs at hook points of a model with their plugins (`trainer.test`).
 
-    def __init__(
-        self,
-        model: ModelSource,
-        sae: Autoencoder,
-        hook: str,
-        layer: int,
-        plugins: dict[str, EvalPlugin],
-    ) -> None:
+    `results[i]` holds the computed plugin results of `probes[i]`.
+    """
+
+    def __init__(self, model: ModelSource, probes: Sequence[Probe]) -> None:
         super().__init__()
         self.source = model  # not an nn.Module: moved to the device in `on_test_start`
-        self.sae = sae.eval().requires_grad_(False)
-        for plugin in plugins.values():
-            plugin.setup(sae)
-        self.plugins = nn.ModuleDict(plugins)
-        needs = frozenset().union(*(p.needs for p in plugins.values()))
-        self.evaluator = BatchEvaluator(model, hook, layer, needs)
-        self.results: dict[str, float | Tensor] = {}
+        for probe in probes:
+            probe.sae.eval().requires_grad_(False)
+            for plugin in probe.plugins.values():
+                plugin.setup(probe.sae)
+        self.probes = list(probes)
+        # registered as submodules so that Lightning moves them to the device
+        self.saes = nn.ModuleList(probe.sae for probe in probes)
+        self.plugins = nn.ModuleList(nn.ModuleDict(probe.plugins) for probe in probes)
+        self.evaluator = BatchEvaluator(model, self.probes)
+        self.results: list[dict[str, float | Tensor]] = []
+        self.local_tokens: Tensor | int = 0  # evaluated positions on this rank
+        self.n_tokens = 0  # ... and over all ranks
 
     @property
     def seconds(self) -> dict[str, float]:
-        return self.evaluator.seconds
+        return self.evaluator.timer.seconds
 
     def on_test_start(self) -> None:
         self.source.to(self.device)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self.evaluator(self.sae, self.plugins.values(), batch["tokens"], batch["mask"])
+        self.evaluator(batch["tokens"], batch["mask"])
+        self.local_tokens = self.local_tokens + batch["mask"].sum()  # no host sync per step
 
     def on_test_epoch_end(self) -> None:
-        self.results = compute_all(self.plugins.values())
-        # plugin states are already reduced across ranks by torchmetrics
-        self.log_dict(scalar_results(self.results), sync_dist=False)
+        local = torch.as_tensor(self.local_tokens, device=self.device)
+        self.n_tokens = int(self.trainer.strategy.reduce(local, reduce_op="sum"))
+        self.results = [compute_all(probe.plugins) for probe in self.probes]
+        if len(self.probes) == 1:  # plugin states are already reduced across ranks
+            self.log_dict(scalar_results(self.results[0]), sync_dist=False)

@@ -111,6 +111,27 @@ class ModelSource:
             (f"{block}.hook_attn_out", replace_attn_out),
         ]
 
+    def resid_pre(self, layer: int) -> str:
+        """The hook of the residual stream entering block `layer` (`forward_from`'s input)."""
+        return f"blocks.{layer}.hook_resid_pre"
+
+    def forward_from(
+        self, layer: int, resid_pre: Tensor, hooks: list[tuple[str, HookFn]] = ()
+    ) -> Tensor:
+        """Logits from block `layer` on, given the residual stream entering it, under `hooks`.
+
+        The blocks are called one by one, so the blocks before `layer` do not run again (the
+        bridge's own `start_at_layer` still runs them). Every source here boots the bridge
+        with GPT-2's architecture, whose blocks need nothing but the residual stream (learned
+        positions are added before block 0; attention is causal by default).
+        """
+        with self.bridge.hooks(fwd_hooks=list(hooks)):
+            x = resid_pre
+            for block in self.bridge.blocks[layer:]:
+                x = block(x)
+                x = x[0] if isinstance(x, tuple) else x
+            return self.bridge.unembed(self.bridge.ln_final(x))
+
     def width(self, location: str) -> int:
         return self.width_of(HOOKS[location])
 

@@ -169,12 +169,17 @@ class ReluL1(Recipe):
         self.l1_coef, self.normalize = l1_coef, normalize
 
     def loss(self, sae: Autoencoder, x: Tensor, mse_scale: float) -> StepOutput:
+        """OpenAI's v1/v4 loss (their loss.py): per-token normalised MSE plus `l1_coef` times
+        the per-token L1 over the input norm. Both terms are per token and scale-free, so
+        `l1_coef` means what it means in their recipe; `mse_scale` (TopK's) is not used."""
         x, _ = sae.preprocess(x.float())
         latents = F.relu(sae.encode_pre_act(x))
         recons = latents @ sae.W_dec + sae.pre_bias
-        mse = (recons - x).pow(2).mean()
+        err = (recons - x).pow(2)
+        nmse = (err.mean(-1) / x.pow(2).mean(-1).clamp_min(1e-12)).mean()
         l1 = (latents.sum(-1) / x.norm(dim=-1).clamp_min(1e-12)).mean()
-        loss = mse_scale * mse + self.l1_coef * l1
+        loss = nmse + self.l1_coef * l1
+        mse = err.mean().detach()
         logs = {**reconstruction_logs(recons, x, mse), "l1": l1}
         fired = latents.nonzero()[:, 1]
         return StepOutput(loss, fired, {k: v.detach() for k, v in logs.items()})

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import platform
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from saelab.evals.base import EvalPlugin
@@ -25,6 +29,32 @@ def versions() -> dict[str, str]:
         except PackageNotFoundError:
             found[package] = "not installed"
     return found
+
+
+def provenance(
+    model: Any,
+    hook: str,
+    layer: int,
+    location: str,
+    loaded: Any,
+    data: Any,
+    n_tokens: int,
+    **timing: Any,
+) -> dict[str, Any]:
+    """Where one SAE's results came from: model, hook, SAE file and hash, tokens evaluated
+    (over all ranks), versions."""
+    return {
+        "model": model.name,
+        "hook": hook,
+        "layer": layer,
+        "location": location,
+        **loaded.provenance(),
+        "data": data.source.name,
+        "n_tokens": n_tokens,
+        "first_position_excluded": data.exclude_first,
+        **timing,
+        "versions": versions(),
+    }
 
 
 def save(
@@ -62,6 +92,44 @@ def log_to(logger: Any, results: dict[str, Any], provenance: dict[str, Any]) -> 
         live = live[live > 0].log10().cpu().numpy()
         if len(live):
             run.log({"density/log10_frequency": wandb.Histogram(live, num_bins=40)})
+
+
+SUMMARY_KEYS = ("run", "model", "hook", "layer", "location", "sae_source", "sae_k", "n_tokens")
+
+
+def write_summary(root: Path) -> list[dict[str, Any]]:
+    """`sweep.json` and `sweep.csv` under `root`: one row per complete run below it (a folder
+    with metrics.json), its place, SAE and every scalar metric. Returns the rows."""
+    rows = []
+    for path in sorted(Path(root).rglob("metrics.json")):
+        record = json.loads(path.read_text())
+        row = {"run": str(path.parent.relative_to(root))}
+        row.update({k: record["provenance"].get(k) for k in SUMMARY_KEYS[1:]})
+        row.update(record["metrics"])
+        rows.append(row)
+    if rows:
+        write_json(Path(root) / "sweep.json", rows)
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+
+        def write_csv(f) -> None:
+            text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+            writer = csv.DictWriter(text, columns)
+            writer.writeheader()
+            writer.writerows(rows)
+            text.flush()
+            text.detach()
+
+        atomic_write(Path(root) / "sweep.csv", write_csv)
+    return rows
+
+
+class SweepSummary(Callback):
+    """Writes the summary of a Hydra multirun (`saelab eval -m ...`) when it ends."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        rows = write_summary(Path(config.hydra.sweep.dir))
+        if rows:
+            print(f"{len(rows)} runs: {Path(config.hydra.sweep.dir) / 'sweep.csv'}")
 
 
 def close_loggers() -> None:

@@ -24,7 +24,7 @@ from saelab.formats import save_sae
 from saelab.io import atomic_write, write_json
 from saelab.models import ModelSource, check_location
 from saelab.recipes import Recipe
-from saelab.run_eval import build
+from saelab.task import build
 from saelab.training import SAETraining
 
 

@@ -16,7 +16,7 @@ from saelab.autoencoder import Autoencoder
 from saelab.errors import UserError
 from saelab.evals import EvalPlugin
 from saelab.evals.density import log10_histogram
-from saelab.evaluation import BatchEvaluator, compute_all, scalar_results
+from saelab.evaluation import BatchEvaluator, Probe, compute_all, scalar_results
 from saelab.models import ModelSource
 from saelab.recipes import Recipe
 
@@ -56,13 +56,12 @@ class SAETraining(L.LightningModule):
         for hook, hook_plugins in plugins.items():
             for plugin in hook_plugins.values():
                 plugin.setup(saes[hook])
-        self.evaluators = {  # validation needs the model; without one, training only
-            hook: BatchEvaluator(
-                model, hook, layer, frozenset().union(*(p.needs for p in plugins[hook].values()))
-            )
+        probes = [  # validation needs the model; without one, training only
+            Probe(hook, layer, saes[hook], self.plugins[module_key(hook)])
             for hook, layer in hooks.items()
             if model is not None and plugins.get(hook)
-        }
+        ]
+        self.evaluator = BatchEvaluator(model, probes) if probes else None
         self.lr, self.warmup_steps, self.decay_fraction = lr, warmup_steps, decay_fraction
         self.total_steps, self.histogram_every_n_steps = total_steps, histogram_every_n_steps
         self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long))
@@ -142,16 +141,14 @@ class SAETraining(L.LightningModule):
 
     # -- validation through the evaluation plugins -----------------------------------------
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        for hook, evaluator in self.evaluators.items():
-            plugins = self.plugins[module_key(hook)].values()
-            evaluator(self.sae(hook), plugins, batch["tokens"], batch["mask"])
+        if self.evaluator is not None:  # one forward for every hook's SAE
+            self.evaluator(batch["tokens"], batch["mask"])
 
     def on_validation_epoch_end(self) -> None:
         self.validation_results = {}
-        for hook in self.evaluators:
-            plugins = self.plugins[module_key(hook)].values()
-            results = compute_all(plugins)
-            for plugin in plugins:
+        for probe in self.evaluator.probes if self.evaluator is not None else []:
+            hook, results = probe.hook, compute_all(probe.plugins)
+            for plugin in probe.plugins.values():
                 plugin.reset()
             self.validation_results[hook] = results
             prefix = f"val/{hook}/" if len(self.hooks) > 1 else "val/"

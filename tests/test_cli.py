@@ -99,6 +99,11 @@ def test_multirun_over_layers_and_locations(tmp_path, topk_checkpoint):
         for layer in (0, 1)
         for name in ("hook_resid_post", "hook_attn_out")
     }
+    (summary,) = (tmp_path / "logs" / "eval" / "multiruns").glob("*/sweep.json")
+    rows = json.loads(summary.read_text())
+    assert sorted(row["run"] for row in rows) == ["0", "1", "2", "3"]
+    assert {row["hook"] for row in rows} == hooks
+    assert all(row["reconstruction/nmse"] >= 0 for row in rows)
 
 
 def test_help(tmp_path):
@@ -106,7 +111,8 @@ def test_help(tmp_path):
     assert top.returncode == 0 and "eval" in top.stdout and "commands" in top.stdout
     hydra_help = saelab("eval", "--help", cwd=tmp_path)
     assert hydra_help.returncode == 0
-    assert "sae: file, openai_v1, openai_v4, openai_v5_128k, openai_v5_32k" in hydra_help.stdout
+    sae_options = "sae: file, none, openai_v1, openai_v4, openai_v5_128k, openai_v5_32k"
+    assert sae_options in hydra_help.stdout
 
 
 def test_user_error_in_a_real_process_is_one_line_exit_2(tmp_path):

@@ -46,12 +46,29 @@ def test_data_module_batches_and_mask():
     batches = list(data.test_dataloader())
     assert len(batches) == 8 and batches[0]["tokens"].shape == (8, 16)
     assert not batches[0]["mask"][:, 0].any() and batches[0]["mask"][:, 1:].all()
-    assert data.n_evaluated_tokens == 64 * 15
+    assert sum(int(b["mask"].sum()) for b in batches) == 64 * 15
     keep_first = TokenDataModule(
         RandomTokens(), n_tokens=256, n_ctx=16, batch_size=8, exclude_first=False
     )
     keep_first.prepare(TOKENIZER, 512, model_n_ctx=1024)
     assert next(iter(keep_first.test_dataloader()))["mask"].all()
+
+
+def test_ranks_share_the_contexts_without_repeats(monkeypatch):
+    """Under DDP each context is evaluated once: 9 contexts over 2 ranks are 5 + 4, not 5 + 5."""
+    data = TokenDataModule(RandomTokens(), n_tokens=9 * 16, n_ctx=16, batch_size=2)
+    data.prepare(TOKENIZER, 512, model_n_ctx=1024)
+    assert data.tokens is not None
+    shards = []
+    for rank in (0, 1):
+        monkeypatch.setattr("saelab.data.distributed_rank", lambda rank=rank: (rank, 2))
+        shards.append(torch.cat([b["tokens"] for b in data.test_dataloader()]))
+    assert [len(shard) for shard in shards] == [5, 4]
+    rows = {tuple(row.tolist()) for shard in shards for row in shard}
+    assert rows == {tuple(row.tolist()) for row in data.tokens} and len(rows) == 9
+    monkeypatch.setattr("saelab.data.distributed_rank", lambda: (0, 10))
+    with pytest.raises(UserError, match="9 contexts cannot be shared by 10 processes"):
+        data.test_dataloader()
 
 
 def test_empty_dataset_and_small_budget_are_clear_errors(tmp_path):

@@ -16,8 +16,9 @@ from torch import Tensor
 from transformers import GPT2LMHeadModel
 
 from saelab.autoencoder import Autoencoder
-from saelab.evals.base import ABLATED_LOGITS, LOGITS, SPLICED_LOGITS, EvalBatch
-from saelab.evaluation import BatchEvaluator
+from saelab.evals.base import EvalBatch
+from saelab.evals.downstream import Downstream
+from saelab.evaluation import BatchEvaluator, Probe
 from saelab.models import HOOKS, ModelSource, random_gpt2, random_hf_gpt2, zoo
 from saelab.zoo import ZOO_DIR
 from tests.conftest import TINY_MODEL
@@ -97,8 +98,8 @@ def hf_replaced_logits(
     return logits
 
 
-class Keep:
-    """Stands in for the plugins: keeps the batch the evaluator hands them."""
+class Keep(Downstream):
+    """Asks for every forward the downstream plugin needs and keeps the batch it is handed."""
 
     def update(self, batch: EvalBatch) -> None:
         self.batch = batch
@@ -107,9 +108,8 @@ class Keep:
 def evaluate(source: ModelSource, location: str, tokens: Tensor, mask: Tensor) -> EvalBatch:
     hook = source.hook_name(location, LAYER)
     sae = Autoencoder.random(512, source.width(location), k=8, seed=1)
-    needs = frozenset({LOGITS, SPLICED_LOGITS, ABLATED_LOGITS})
     keep = Keep()
-    BatchEvaluator(source, hook, LAYER, needs)(sae, [keep], tokens, mask)
+    BatchEvaluator(source, [Probe(hook, LAYER, sae, {"keep": keep})])(tokens, mask)
     return keep.batch
 
 
@@ -129,7 +129,8 @@ def test_capture_equals_hugging_face_value(models, location):
     expected = hf_value(hf, location, tokens)[mask]
     torch.testing.assert_close(batch.acts, expected, atol=1e-4, rtol=1e-4)
     with torch.no_grad():
-        torch.testing.assert_close(batch.logits, hf(tokens).logits, atol=1e-4, rtol=1e-4)
+        expected = hf(tokens).logits.log_softmax(-1)
+    torch.testing.assert_close(batch.log_probs, expected, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("location", list(HOOKS))
@@ -137,9 +138,10 @@ def test_splice_and_ablation_equal_hugging_face_hooks(models, location):
     source, hf = models
     tokens, mask = inputs(source)
     batch = evaluate(source, location, tokens, mask)
-    spliced = hf_replaced_logits(hf, location, tokens, mask, batch.recons)
-    ablated = hf_replaced_logits(hf, location, tokens, mask, torch.zeros_like(batch.recons))
-    torch.testing.assert_close(batch.spliced_logits, spliced, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(batch.ablated_logits, ablated, atol=1e-4, rtol=1e-4)
+    spliced = hf_replaced_logits(hf, location, tokens, mask, batch.recons).log_softmax(-1)
+    zeros = torch.zeros_like(batch.recons)
+    ablated = hf_replaced_logits(hf, location, tokens, mask, zeros).log_softmax(-1)
+    torch.testing.assert_close(batch.spliced_log_probs, spliced, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(batch.ablated_log_probs, ablated, atol=1e-4, rtol=1e-4)
     # the replacement matters: otherwise the comparison above would prove nothing
-    assert not torch.allclose(batch.ablated_logits, batch.logits, atol=1e-2)
+    assert not torch.allclose(batch.ablated_log_probs, batch.log_probs, atol=1e-2)

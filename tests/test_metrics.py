@@ -24,9 +24,9 @@ def make_batch(seed: int, dense_latents: bool = False, vocab: int = 11) -> EvalB
     sae = Autoencoder.random(N_LATENTS, D, k=3, seed=seed)
     with torch.no_grad():
         latents, _ = sae.encode_sparse(acts)
-    logits = [torch.randn(B, T, vocab, generator=g) for _ in range(3)]
+    log_probs = [torch.randn(B, T, vocab, generator=g).log_softmax(-1) for _ in range(3)]
     return EvalBatch(
-        tokens, mask, acts, recons, latents.to_dense() if dense_latents else latents, *logits
+        tokens, mask, acts, recons, latents.to_dense() if dense_latents else latents, *log_probs
     )
 
 
@@ -81,7 +81,8 @@ def test_downstream():
         where = b.mask[:, :-1]
         targets = b.tokens[:, 1:][where]
         picked = [
-            lg[:, :-1][where].double() for lg in (b.logits, b.spliced_logits, b.ablated_logits)
+            lg[:, :-1][where].double()
+            for lg in (b.log_probs, b.spliced_log_probs, b.ablated_log_probs)
         ]
         for name, lg in zip(ce, picked, strict=True):
             ce[name].append(F.cross_entropy(lg, targets, reduction="none"))

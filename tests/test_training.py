@@ -93,6 +93,29 @@ def test_relu_l1_recovers_most_directions():
     assert data.recovered(sae.W_dec.detach()) >= 0.75
 
 
+def test_relu_l1_loss_is_openais_v1_v4_loss():
+    """Per token mean((x_hat - x)^2) / mean(x^2) + l1_coef * sum(latents) / |x|, averaged over
+    tokens (OpenAI's loss.py), written out token by token; inputs far from zero-mean."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 16, generator=g) + 3.0
+    recipe = ReluL1(l1_coef=0.03)
+    sae, _ = recipe.build(32, 16, torch.randn(256, 16, generator=g) + 3.0, seed=0)
+    with torch.no_grad():
+        sae.latent_bias.copy_(0.1 * torch.randn(32, generator=g))
+    W_enc, W_dec = sae.W_enc.detach().double(), sae.W_dec.detach().double()
+    b_pre, b_lat = sae.pre_bias.detach().double(), sae.latent_bias.detach().double()
+    per_token = []
+    for row in x.double():
+        f = torch.clamp(W_enc @ (row - b_pre) + b_lat, min=0)
+        x_hat = W_dec.T @ f + b_pre
+        nmse = ((x_hat - row) ** 2).sum() / (row**2).sum()  # the 1/d of both means cancels
+        per_token.append(nmse + 0.03 * f.sum() / row.norm())
+    expected = torch.stack(per_token).mean().item()
+    for mse_scale in (1.0, 123.0):  # TopK's variance scale plays no part
+        out = recipe.loss(sae, x, mse_scale)
+        assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+
+
 def test_auxk_revives_latents_dead_at_initialisation():
     data = SparseDictionary()
     fresh = data.batch(4096, torch.Generator().manual_seed(7))

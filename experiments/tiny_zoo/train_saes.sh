@@ -16,7 +16,9 @@ $SAELAB train "${common[@]}" run_name=zoo_topk recipe=topk sae.k=16 recipe.dead_
   'layer=[0,1,2,3]' location=resid_post_mlp train.lr=1e-3
 $SAELAB train "${common[@]}" run_name=zoo_topk_delta recipe=topk sae.k=16 \
   recipe.dead_tokens=200_000 layer=2 location=resid_delta_mlp train.lr=1e-3
-$SAELAB train "${common[@]}" run_name=zoo_relu_0.1 recipe=relu_l1 recipe.l1_coef=0.1 \
+# OpenAI's 0.01 leaves this 256-wide layer dense (L0 572 of 2048); 0.08 weighs L1 against
+# reconstruction as the earlier (variance-scaled MSE) loss did with 0.1: see the model card.
+$SAELAB train "${common[@]}" run_name=zoo_relu_0.08 recipe=relu_l1 recipe.l1_coef=0.08 \
   layer=2 location=resid_post_mlp train.lr=1e-3
 
 copy() {  # run family location layer
@@ -25,4 +27,4 @@ copy() {  # run family location layer
 }
 for layer in 0 1 2 3; do copy zoo_topk topk resid_post_mlp "$layer" hook_resid_post; done
 copy zoo_topk_delta topk resid_delta_mlp 2 hook_mlp_out
-copy zoo_relu_0.1 relu_l1 resid_post_mlp 2 hook_resid_post
+copy zoo_relu_0.08 relu_l1 resid_post_mlp 2 hook_resid_post

@@ -18,8 +18,13 @@ from torchmetrics import Metric
 
 from saelab.autoencoder import Autoencoder, SparseLatents
 
-# What a plugin may ask the evaluation loop for, beyond activations and SAE outputs.
-LOGITS, SPLICED_LOGITS, ABLATED_LOGITS = "logits", "spliced_logits", "ablated_logits"
+# What a plugin may ask the evaluation loop for, beyond activations and SAE outputs: the
+# model's next-token log-probabilities, clean, with the SAE spliced in, and zero-ablated.
+LOG_PROBS, SPLICED_LOG_PROBS, ABLATED_LOG_PROBS = (
+    "log_probs",
+    "spliced_log_probs",
+    "ablated_log_probs",
+)
 
 
 @dataclass
@@ -27,7 +32,9 @@ class EvalBatch:
     """One batch, computed once and shared by every plugin.
 
     `acts`, `recons` and `latents` hold only the evaluated positions (`mask`), flattened to
-    [N, ...]. Logits are [B, T, vocab] and present only if some plugin asked for them.
+    [N, ...]. Log-probabilities are float32 [B, T, vocab], present only if some plugin asked
+    for them; each set went through log-softmax once and is shared by every plugin (and, for
+    the clean and ablated runs, by every SAE at the hook).
     """
 
     tokens: Tensor
@@ -35,9 +42,9 @@ class EvalBatch:
     acts: Tensor
     recons: Tensor
     latents: SparseLatents | Tensor
-    logits: Tensor | None = None
-    spliced_logits: Tensor | None = None
-    ablated_logits: Tensor | None = None
+    log_probs: Tensor | None = None
+    spliced_log_probs: Tensor | None = None
+    ablated_log_probs: Tensor | None = None
 
     def active(self) -> tuple[Tensor, Tensor]:
         """(latent ids, values) of every non-zero latent activation in the batch."""

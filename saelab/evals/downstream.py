@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from saelab.evals.base import ABLATED_LOGITS, LOGITS, SPLICED_LOGITS, EvalBatch, EvalPlugin
+from saelab.evals.base import (
+    ABLATED_LOG_PROBS,
+    LOG_PROBS,
+    SPLICED_LOG_PROBS,
+    EvalBatch,
+    EvalPlugin,
+)
 
 
 class Downstream(EvalPlugin):
@@ -14,7 +20,7 @@ class Downstream(EvalPlugin):
     target); the SAE is spliced and the zeros ablated at the evaluated positions only.
     """
 
-    needs = frozenset({LOGITS, SPLICED_LOGITS, ABLATED_LOGITS})
+    needs = frozenset({LOG_PROBS, SPLICED_LOG_PROBS, ABLATED_LOG_PROBS})
 
     def setup(self, sae) -> None:
         for name in ("n", "ce_clean", "ce_sae", "ce_ablated", "kl"):
@@ -23,21 +29,18 @@ class Downstream(EvalPlugin):
     def update(self, batch: EvalBatch) -> None:
         where = batch.mask[:, :-1]
         targets = batch.tokens[:, 1:, None]
-        # Work on the [B, T-1, vocab] views and select positions last: no copies of the logits.
+        # Work on the [B, T-1, vocab] views and select positions last: no copies of the vocab axis.
         runs = {
-            "ce_clean": batch.logits[:, :-1].float(),
-            "ce_sae": batch.spliced_logits[:, :-1].float(),
-            "ce_ablated": batch.ablated_logits[:, :-1].float(),
+            "ce_clean": batch.log_probs[:, :-1],
+            "ce_sae": batch.spliced_log_probs[:, :-1],
+            "ce_ablated": batch.ablated_log_probs[:, :-1],
         }
-        lse = {}
-        for name, logits in runs.items():
-            lse[name] = torch.logsumexp(logits, dim=-1)
-            ce = lse[name] - logits.gather(-1, targets).squeeze(-1)
+        for name, log_probs in runs.items():
+            ce = -log_probs.gather(-1, targets).squeeze(-1)
             setattr(self, name, getattr(self, name) + ce[where].double().sum())
-        # KL(clean || spliced) = sum_v p_v (clean_v - spliced_v) - lse_clean + lse_spliced
+        # KL(clean || spliced) = sum_v p_v (log p_v - log q_v)
         clean, spliced = runs["ce_clean"], runs["ce_sae"]
-        kl = torch.linalg.vecdot(torch.softmax(clean, dim=-1), clean - spliced)
-        kl = kl - lse["ce_clean"] + lse["ce_sae"]
+        kl = torch.linalg.vecdot(clean.exp(), clean - spliced)
         self.kl += kl[where].double().sum()
         self.n += where.sum()
 

@@ -26,3 +26,9 @@ def sae_path(model: str, family: str, location: str, layer: int) -> Path:
             f"bundled: {', '.join(have)}"
         )
     return path
+
+
+def bundled_places(model: str, family: str) -> list[tuple[str, int]]:
+    """(location, layer) of every bundled SAE of a family, for sweeps over all of them."""
+    found = (ZOO_DIR / model / "saes" / family).glob("*/*.pt")
+    return sorted((path.parent.name, int(path.stem)) for path in found)

@@ -1,0 +1,50 @@
+"""Every option of every config group composes for every command that uses the group, and the
+offline ones instantiate (in the style of lightning-hydra-template's config tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from saelab.cli import COMMANDS, config_dir
+
+CONF = Path(config_dir())
+# experiments are named sets of overrides for particular commands
+EXPERIMENTS = {"tiny": ("eval", "sweep")}  # every other one is a sweep over a family
+
+
+def groups_of(command: str) -> list[str]:
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose(command, return_hydra_config=True)
+    return [g for g in cfg.hydra.runtime.choices if not g.startswith("hydra")]
+
+
+def cases() -> list[tuple[str, str, str]]:
+    out = []
+    for command in COMMANDS:
+        if not (CONF / f"{command}.yaml").is_file():
+            continue
+        for group in groups_of(command):
+            for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
+                if group == "experiment" and command not in EXPERIMENTS.get(option, ("sweep",)):
+                    continue
+                out.append((command, group, option))
+    return out
+
+
+@pytest.mark.parametrize(("command", "group", "option"), cases())
+def test_every_option_composes(command, group, option, tmp_path):
+    override = f"evals=[{option}]" if group == "evals" else f"{group}={option}"
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose(command, overrides=[override, f"paths.output_dir={tmp_path}"])
+    assert cfg.task_name == command
+    if group == "evals":
+        (plugin,) = cfg.evals.values()
+        assert instantiate(plugin).__class__.__module__.startswith("saelab.evals")
+    if group == "trainer" and option == "default":
+        assert instantiate(cfg.trainer, logger=False).max_epochs is None
+    if group == "data":
+        assert cfg.data.n_ctx == 64  # OpenAI's context length for every data source

@@ -1,0 +1,139 @@
+"""`saelab sweep`: one pass for many SAEs equals separate `saelab eval` runs; resume; groups."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from saelab.cli import main
+from tests.conftest import TINY_OVERRIDES, write_openai_checkpoint
+
+DATA = ["data=random_tokens", "data.n_tokens=640", "data.batch_size=4", "data.n_ctx=16"]
+COMMON = ["model=random_gpt2", *TINY_OVERRIDES, *DATA, "logger=none"]
+# (name, location, layer, width, k): two SAEs share the layer-1 resid_post_mlp hook
+SAES = [
+    ("a", "resid_post_mlp", 1, 64, 8),
+    ("b", "resid_post_mlp", 1, 64, None),
+    ("c", "resid_post_attn", 0, 64, 4),
+    ("d", "mlp_post_act", 1, 256, 8),
+]
+
+
+@pytest.fixture
+def checkpoints(tmp_path) -> dict[str, Path]:
+    return {
+        name: write_openai_checkpoint(tmp_path / f"{name}.pt", 128, width, k=k, seed=i)
+        for i, (name, _, _, width, k) in enumerate(SAES)
+    }
+
+
+def sweep_overrides(checkpoints: dict[str, Path]) -> list[str]:
+    out = ["sae=none"]
+    for name, location, layer, _, _ in SAES:
+        entry = f"+sweep.saes.{name}"
+        out += [
+            f"{entry}._target_=saelab.checkpoints.from_path",
+            f"{entry}.path={checkpoints[name]}",
+            f"{entry}.location={location}",
+            f"{entry}.layer={layer}",
+        ]
+    return out
+
+
+def metrics(path: Path) -> dict[str, float]:
+    return json.loads(path.read_text())["metrics"]
+
+
+def test_fused_sweep_equals_separate_eval_runs(tmp_path, checkpoints):
+    root = tmp_path / "sweep"
+    main(["sweep", *COMMON, *sweep_overrides(checkpoints), f"hydra.run.dir={root}"])
+    rows = json.loads((root / "sweep.json").read_text())
+    expected = sorted(f"{name}/{location}/{layer}" for name, location, layer, *_ in SAES)
+    assert sorted(row["run"] for row in rows) == expected
+    assert (root / "sweep.csv").read_text().count("\n") == len(SAES) + 1
+    for name, location, layer, _, _ in SAES:
+        alone = tmp_path / f"eval-{name}"
+        main(
+            ["eval", *COMMON, "sae=file", f"sae.path={checkpoints[name]}",
+             f"location={location}", f"layer={layer}", f"hydra.run.dir={alone}"]
+        )
+        fused, separate = metrics(root / name / location / str(layer) / "metrics.json"), metrics(
+            alone / "metrics.json"
+        )
+        assert fused.keys() == separate.keys()
+        for key, value in separate.items():
+            assert fused[key] == pytest.approx(value, rel=1e-5, abs=1e-7), (name, key)
+
+
+def test_memory_budget_splits_the_pass_and_resume_redoes_only_what_is_missing(
+    tmp_path, checkpoints, capsys
+):
+    root = tmp_path / "sweep"
+    args = ["sweep", *COMMON, *sweep_overrides(checkpoints), f"hydra.run.dir={root}"]
+    main([*args, "sweep.memory_budget=1"])  # every SAE alone: one pass each
+    assert capsys.readouterr().out.count("evaluated 1 SAE(s)") == len(SAES)
+    first = {p: p.stat().st_mtime_ns for p in root.rglob("metrics.json")}
+    unfinished = root / "c" / "resid_post_attn" / "0" / "metrics.json"
+    expected = metrics(unfinished)
+    unfinished.unlink()  # as if the sweep had been killed before writing it
+
+    main([*args, "resume=true"])
+    out = capsys.readouterr().out
+    assert "3 of 4 SAEs are complete, skipped" in out and "evaluated 1 SAE(s)" in out
+    assert metrics(unfinished) == pytest.approx(expected)
+    for path, mtime in first.items():
+        if path != unfinished:
+            assert path.stat().st_mtime_ns == mtime, path
+    assert len(json.loads((root / "sweep.json").read_text())) == len(SAES)
+
+
+def test_family_expands_over_layers_and_locations(tmp_path):
+    root = tmp_path / "zoo"
+    main(["sweep", "experiment=tiny_all", "logger=none", "data.n_tokens=4096",
+          "evals=[reconstruction]", "location=resid_post_mlp", "layer=[1,2]",
+          f"hydra.run.dir={root}"])
+    runs = sorted(row["run"] for row in json.loads((root / "sweep.json").read_text()))
+    # the TopK family at the two layers asked for, and the named ReLU SAE
+    assert runs == ["relu_l1/resid_post_mlp/2", "topk/resid_post_mlp/1", "topk/resid_post_mlp/2"]
+
+
+def test_eval_resume_skips_a_complete_run(tmp_path, checkpoints, capsys):
+    run = ["eval", *COMMON, "sae=file", f"sae.path={checkpoints['a']}", "layer=1",
+           "location=resid_post_mlp", "evals=[reconstruction]", f"hydra.run.dir={tmp_path}"]
+    main(run)
+    mtime = (tmp_path / "metrics.json").stat().st_mtime_ns
+    main([*run, "resume=true"])
+    assert "is complete, skipped" in capsys.readouterr().out
+    assert (tmp_path / "metrics.json").stat().st_mtime_ns == mtime
+
+
+def test_joblib_multirun_and_its_summary(tmp_path, checkpoints):
+    from tests.test_cli import saelab
+
+    result = saelab(
+        "eval", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *COMMON,
+        "sae=file", f"sae.path={checkpoints['a']}", "layer=0,1", "location=resid_post_mlp",
+        "evals=[reconstruction]", "run_name=joblib", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "logs/eval/multiruns/joblib/sweep.json").read_text())
+    assert sorted(row["hook"] for row in rows) == [
+        "blocks.0.hook_resid_post", "blocks.1.hook_resid_post"
+    ]
+
+
+def test_slurm_launcher_config_composes():
+    from hydra import compose, initialize_config_dir
+
+    from saelab.cli import config_dir
+
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose(
+            "eval", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert launcher.gpus_per_node == 1 and launcher.partition == "gpu"
