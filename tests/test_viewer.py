@@ -309,7 +309,7 @@ def test_latent_list_dead_dense_jump_and_random(page, server):
     page.go_back()
     page.wait_for_selector('body[data-ready="#/r/1"]')
     page.click("#random")
-    page.wait_for_function("document.body.dataset.ready.startsWith('#/r/1/l/')")
+    page.wait_for_selector('body[data-ready^="#/r/1/l/"]')
 
 
 def test_prompt_view_lists_latents_for_typed_text(page, server):

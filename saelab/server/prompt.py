@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from saelab.checkpoints import LoadedSAE
-from saelab.evaluation import BatchEvaluator
+from saelab.evaluation import BatchEvaluator, Probe, probe
 from saelab.models import ModelSource
 
 TOP_PER_TOKEN = 12
@@ -43,12 +43,12 @@ def token_bytes(tokenizer: Any, ids: list[int]) -> list[bytes]:
 class PromptEngine:
     """Callable: `engine(text)` -> JSON-ready per-token latents."""
 
-    def __init__(self, model: ModelSource, loaded: LoadedSAE, hook: str, layer: int) -> None:
-        self.model, self.loaded, self.hook = model, loaded, hook
-        self.forward = BatchEvaluator(model, hook, layer, frozenset())
+    def __init__(self, model: ModelSource, loaded: LoadedSAE, probe: Probe) -> None:
+        self.model, self.loaded, self.hook = model, loaded, probe.hook
+        self.forward = BatchEvaluator(model, [probe])  # stops after the probe's layer
         self.info = {
             "model": model.name,
-            "hook": hook,
+            "hook": probe.hook,
             "sae": loaded.source,
             "sha256": loaded.sha256,
             "n_latents": loaded.sae.n_latents,
@@ -60,7 +60,7 @@ class PromptEngine:
         ids = tok(text, add_special_tokens=False)["input_ids"][: self.model.n_ctx - 1]
         ids = [tok.bos_token_id, *ids]  # as the data module packs contexts
         acts, _ = self.forward.clean_forward(torch.tensor([ids]))
-        latents, _ = self.loaded.sae.encode(acts[0].float())
+        latents, _ = self.loaded.sae.encode(acts[self.hook][0].float())
         values, indices = latents.topk(min(TOP_PER_TOKEN, latents.shape[-1]), dim=-1)
         tokens = []
         for i, (raw, vals, idx) in enumerate(
@@ -83,15 +83,11 @@ def build_engine(overrides: list[str]) -> PromptEngine:
     from hydra import compose, initialize_config_dir
 
     from saelab.cli import check_overrides, config_dir
-    from saelab.errors import UserError
-    from saelab.run_eval import build
+    from saelab.task import build
 
     check_overrides("eval", overrides)  # a wrong override: one line, exit 2
     with initialize_config_dir(str(config_dir()), version_base="1.3", job_name="view"):
         cfg = compose("eval", overrides=overrides)
     loaded: LoadedSAE = build(cfg.sae)
     model: ModelSource = build(cfg.model)
-    hook = model.hook_name(cfg.location, cfg.layer)
-    if loaded.sae.n_inputs != model.width(cfg.location):
-        raise UserError(f"the SAE does not read {hook} of {model.name}: check the overrides")
-    return PromptEngine(model, loaded, hook, cfg.layer)
+    return PromptEngine(model, loaded, probe(model, cfg.location, cfg.layer, loaded.sae, {}))
