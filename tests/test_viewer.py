@@ -269,9 +269,10 @@ def test_latent_page_shows_histogram_statistics_and_highlighted_examples(page, s
         )
         assert "activation" in marked.get_attribute("title")
         assert marked.evaluate("e => getComputedStyle(e).backgroundColor") != "rgba(0, 0, 0, 0)"
-    kind = page.locator(".interval-kind")
-    if data.get("intervals"):
-        assert "intervals" in kind.inner_text()
+    kind = page.locator(".interval-kind").inner_text()
+    assert "quantile intervals of a random sample" in kind
+    bins = data["intervals"]["bins"]
+    assert page.locator(".interval").count() == len(bins)
 
 
 def test_search_by_token_finds_a_latent_that_fires_on_it(page, server, dirs):

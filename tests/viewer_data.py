@@ -46,7 +46,7 @@ def record(latent: int, rng: np.random.Generator) -> dict:
     window = [*words, NEWLINE_ID, IMG_ID, EURO_HEAD_ID, EURO_TAIL_ID, WORLD_ID, target, *words]
     idx = window.index(target) if target != EURO_TAIL_ID else window.index(EURO_TAIL_ID)
     top = [example(window, idx, round(5.0 - 0.2 * i, 3), i) for i in range(6)]
-    edges = [0.0, *np.geomspace(0.01, 10, 21).round(5).tolist()]
+    edges = np.geomspace(0.01, 10, 21).round(5).tolist()  # log-spaced, as the export
     counts = rng.integers(0, 400, len(edges) - 1).tolist()
     return {
         "id": latent,
@@ -60,10 +60,13 @@ def record(latent: int, rng: np.random.Generator) -> dict:
         "logits": {"top": [[SCRIPT_ID, 2.5], [THE_ID, 1.2]], "bottom": [[NEWLINE_ID, -1.5]]},
         "neighbours": [[(latent + 1) % N_LATENTS, 0.61], [(latent + 2) % N_LATENTS, 0.4]],
         "top": top,
-        "intervals": [
-            {"lo": 0.0, "hi": 2.5, "examples": [example(window, idx, 1.0, 7)]},
-            {"lo": 2.5, "hi": 5.0, "examples": [example(window, idx, 3.0, 8)]},
-        ],
+        "intervals": {
+            "kind": "quantile",
+            "bins": [
+                {"lo": 1.0, "hi": 1.0, "examples": [example(window, idx, 1.0, 7)]},
+                {"lo": 3.0, "hi": 3.0, "examples": [example(window, idx, 3.0, 8)]},
+            ],
+        },
         "random": [example(window, idx, 2.0, 9)],
     }
 
@@ -134,7 +137,7 @@ def write_export(root: Path) -> Path:
                     "n_intervals": 2,
                     "per_interval": 1,
                     "n_random": 1,
-                    "intervals": "equal_width",
+                    "intervals": "quantile",
                     "window": [8, 4],
                 },
             }

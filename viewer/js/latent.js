@@ -8,8 +8,8 @@ const STATS = [
   ["density", "density", "fraction of all tokens on which the latent is non-zero"],
   ["mean_act", "mean activation", "mean of the activation over the tokens where it fires"],
   ["mean_act_squared", "E[a²]", "mean squared activation over the tokens where it fires"],
-  ["skew", "skew", "skewness of the non-zero activations (3rd standardised moment)"],
-  ["kurtosis", "kurtosis", "kurtosis of the non-zero activations (4th standardised moment; 3 for a normal)"],
+  ["skew", "skew", "E[a³] / E[a²]^1.5 over the tokens where it fires (zero-centred, as OpenAI's viewer)"],
+  ["kurtosis", "kurtosis", "E[a⁴] / E[a²]² over the tokens where it fires (zero-centred, as OpenAI's viewer)"],
   ["max_act", "max activation", "largest activation seen in the exported tokens"],
 ];
 
@@ -26,9 +26,9 @@ export function fromExport(record, vocab, manifest) {
     ...record,
     top: ex(record.top),
     random: ex(record.random),
-    intervals: (record.intervals || []).map((iv) => ({ ...iv, examples: ex(iv.examples) })),
+    intervals: (record.intervals?.bins ?? record.intervals ?? []).map((iv) => ({ ...iv, examples: ex(iv.examples) })),
     logits: { top: tokenList(record.logits?.top), bottom: tokenList(record.logits?.bottom) },
-    intervalKind: record.interval_kind || settings.intervals,
+    intervalKind: record.intervals?.kind || settings.intervals,
     n_tokens: manifest.data?.n_tokens,
   };
 }
@@ -100,7 +100,7 @@ export function renderLatent(r, { link, title, subtitle }) {
   parts.push(h("div", { class: "grid" }, h("div", {}, left), h("div", {}, right)));
   parts.push(section(`Top activations (${r.top.length})`, h("p", { class: "caption muted" }, "The windows with the largest activations; the outlined token is the one selected; colour is activation / max activation; hover a token for its value; ↵ is a newline."), examples(r.top, max, 10)));
   if (r.intervals?.length) {
-    const kind = r.intervalKind === "equal_width" ? "equal-width intervals of [0, max]" : r.intervalKind === "quantile" ? "quantile intervals (equal numbers of activations)" : `intervals (${r.intervalKind ?? "kind not stated"})`;
+    const kind = r.intervalKind === "equal_width" ? "equal-width intervals of [0, max]" : r.intervalKind === "quantile" ? "quantile intervals of a random sample of positive activations" : `intervals (${r.intervalKind ?? "kind not stated"})`;
     parts.push(section("Examples by activation interval", h("p", { class: "caption muted interval-kind" }, `Intervals are ${kind}.`),
       r.intervals.map((iv) => h("div", { class: "interval" }, h("h3", {}, `Interval ${fmt(iv.lo, 3)} – ${fmt(iv.hi, 3)}`, iv.share != null ? ` (${fmt(100 * iv.share, 2)}% of activations)` : ""), examples(iv.examples, max, 5)))));
   }
