@@ -1,0 +1,87 @@
+"""`saelab view DIR [DIR ...] [overrides]`: browse exports (and OpenAI's viewer files) locally.
+
+Not a Hydra app: it takes directories and flags. Hydra-style overrides (`experiment=tiny`)
+name a model and SAE for the prompt view; they compose `conf/eval.yaml` like `saelab eval`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+import webbrowser
+from pathlib import Path
+
+from saelab.errors import UserError, exit_with
+
+DESCRIPTION = """Serve the viewer on 127.0.0.1 and open it in the browser.
+DIR: an export written by `saelab export`, or a directory of OpenAI's viewer files
+(<atom>.json). Overrides such as experiment=tiny (or model=... sae=... layer=... location=...)
+load a model and SAE for the prompt view. Ctrl-C stops the server."""
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="saelab view", description=DESCRIPTION)
+    parser.add_argument("paths", nargs="*", metavar="DIR|OVERRIDE")
+    parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, help="where OpenAI's viewer files are cached"
+    )
+    args = parser.parse_args(argv)
+    # `key=value` that is not an existing path is an override; everything else a directory
+    args.overrides = [a for a in args.paths if "=" in a and not Path(a).exists()]
+    args.dirs = [a for a in args.paths if a not in args.overrides]
+    return args
+
+
+def serve(argv: list[str]):
+    """Build the server (not yet serving): the part tests drive in-process."""
+    from saelab.checkpoints import default_cache_dir
+    from saelab.server.app import ViewerServer
+    from saelab.server.runs import open_run
+
+    args = parse(argv)
+    runs = [open_run(i, d) for i, d in enumerate(args.dirs)]
+    engine = None
+    if args.overrides:
+        from saelab.server.prompt import build_engine
+
+        engine = build_engine(args.overrides)
+    try:
+        server = ViewerServer(
+            (args.host, args.port),
+            runs,
+            args.cache_dir or default_cache_dir(),
+            prompt=engine,
+            prompt_info=engine.info if engine else None,
+        )
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise UserError(
+                f"port {args.port} is in use on {args.host}: pass another --port, "
+                "or leave it out for a free one"
+            ) from None
+        raise UserError(f"cannot listen on {args.host}:{args.port} ({error.strerror})") from None
+    return server, args
+
+
+def main(argv: list[str]) -> None:
+    try:
+        server, args = serve(argv)
+    except UserError as error:
+        exit_with(error)
+    kinds = ", ".join(f"{run.kind} {run.path}" for run in server.runs) or "no directories"
+    print(f"saelab view: {kinds}", file=sys.stderr)
+    if server.prompt:
+        print(f"saelab view: prompt view on {server.prompt_info['hook']}", file=sys.stderr)
+    print(server.url, flush=True)
+    if not args.no_browser:
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

@@ -1,0 +1,111 @@
+// The latent page: statistics, histogram, logit effects, neighbours and example heatmaps.
+// Renders saelab export records and OpenAI's FeatureInfo files through one shape.
+import { h, fmt, section } from "./dom.js";
+import { decodeWindow, heatmap, visible } from "./tokens.js";
+import { histogram } from "./histogram.js";
+
+const STATS = [
+  ["density", "density", "fraction of all tokens on which the latent is non-zero"],
+  ["mean_act", "mean activation", "mean of the activation over the tokens where it fires"],
+  ["mean_act_squared", "E[a²]", "mean squared activation over the tokens where it fires"],
+  ["skew", "skew", "E[a³] / E[a²]^1.5 over the tokens where it fires (zero-centred, as OpenAI's viewer)"],
+  ["kurtosis", "kurtosis", "E[a⁴] / E[a²]² over the tokens where it fires (zero-centred, as OpenAI's viewer)"],
+  ["max_act", "max activation", "largest activation seen in the exported tokens"],
+];
+
+function exportExample(vocab, e) {
+  return { ...e, ids: e.tokens, pieces: decodeWindow(vocab, e.tokens) };
+}
+
+// A saelab export record -> the page's shape (token ids decoded through the vocabulary).
+export function fromExport(record, vocab, manifest) {
+  const settings = manifest.settings || {};
+  const ex = (list) => (list || []).map((e) => exportExample(vocab, e));
+  const tokenList = (list) => (list || []).map(([id, v]) => [vocab.string(id), v, id]);
+  return {
+    ...record,
+    top: ex(record.top),
+    random: ex(record.random),
+    intervals: (record.intervals?.bins ?? record.intervals ?? []).map((iv) => ({ ...iv, examples: ex(iv.examples) })),
+    logits: { top: tokenList(record.logits?.top), bottom: tokenList(record.logits?.bottom) },
+    intervalKind: record.intervals?.kind || settings.intervals,
+    n_tokens: manifest.data?.n_tokens,
+  };
+}
+
+// OpenAI's FeatureInfo (sae-viewer types.ts): strings per token, hist {binIndex: count} with
+// bins 0.2 wide (their page hard-codes the width), no logit table or neighbours.
+export function fromOpenAI(info, id) {
+  const ex = (list) =>
+    (list || []).map((s) => ({ pieces: s.tokens, ids: s.token_ints, acts: s.acts, act: s.act, idx: s.idx, doc: s.doc_id }));
+  const bins = Object.keys(info.hist || {}).map(Number).sort((a, b) => a - b);
+  let hist = null;
+  if (bins.length) {
+    const lo = bins[0];
+    const hi = bins.at(-1);
+    const counts = [];
+    for (let b = lo; b <= hi; b++) counts.push(info.hist[b] ?? 0);
+    const edges = counts.map((_, i) => (lo + i) * 0.2).concat([(hi + 1) * 0.2]);
+    hist = { edges, counts };
+  }
+  const top = ex(info.top);
+  return {
+    id, density: info.density, mean_act: info.mean_act, mean_act_squared: info.mean_act_squared,
+    skew: info.skew, kurtosis: info.kurtosis,
+    max_act: Math.max(0, ...top.map((e) => e.act ?? 0)),
+    hist, top, random: ex(info.random), intervals: [], logits: null, neighbours: null,
+  };
+}
+
+function statsTable(r) {
+  const rows = STATS.filter(([key]) => r[key] != null).map(([key, name, meaning]) =>
+    h("tr", {}, h("th", { scope: "row", title: meaning }, name), h("td", { class: "num" }, fmt(r[key], 4)), h("td", { class: "muted" }, meaning)),
+  );
+  if (r.n_tokens) rows.push(h("tr", {}, h("th", { scope: "row", title: "tokens the statistics were computed on" }, "tokens"), h("td", { class: "num" }, r.n_tokens.toLocaleString()), h("td", { class: "muted" }, "tokens the statistics were computed on")));
+  return h("table", { class: "stats" }, h("caption", {}, "Statistics of the activation a of this latent"), h("tbody", {}, rows));
+}
+
+function tokenTable(title, list, hint) {
+  return h("table", { class: "logits" },
+    h("thead", {}, h("tr", {}, h("th", { title: hint }, title), h("th", { class: "num" }, "logit"))),
+    h("tbody", {}, list.map(([s, v, id]) => h("tr", {}, h("td", {}, h("span", { class: "tok-chip", title: `token ${id}` }, visible(s))), h("td", { class: "num" }, fmt(v, 3))))));
+}
+
+function examples(list, max, limit) {
+  const box = h("div", { class: "examples" });
+  const show = (n) => {
+    box.replaceChildren(...list.slice(0, n).map((e) => heatmap(e, max)));
+    if (list.length > n) box.appendChild(h("button", { class: "more", onclick: () => show(list.length) }, `show all ${list.length}`));
+  };
+  show(limit);
+  return box;
+}
+
+export function renderLatent(r, { link, title, subtitle }) {
+  const max = r.max_act || Math.max(0, ...r.top.map((e) => e.act ?? 0));
+  const parts = [h("h1", {}, title), subtitle ? h("p", { class: "muted" }, subtitle) : null];
+  const left = [section("Statistics", statsTable(r))];
+  if (r.hist?.counts?.length) {
+    left.push(section("Activation histogram", histogram(r.hist), h("p", { class: "caption muted" }, "Counts of the non-zero activations in each bin, on a log scale; bins as stored in the data. Hover a bar for its count.")));
+  }
+  const right = [];
+  if (r.logits?.top?.length) {
+    right.push(section("Logit effect", h("p", { class: "caption muted" }, "Tokens whose logits the latent's decoder direction raises and lowers most (through the final layer norm scale and the unembedding)."),
+      h("div", { class: "two" }, tokenTable("promotes", r.logits.top, "largest direct logit effect"), tokenTable("suppresses", r.logits.bottom, "most negative direct logit effect"))));
+  }
+  if (r.neighbours?.length) {
+    right.push(section("Nearest latents", h("p", { class: "caption muted" }, "By cosine similarity of decoder directions."),
+      h("ul", { class: "neighbours" }, r.neighbours.map(([id, cos]) => h("li", {}, h("a", { href: link(id) }, `#${id}`), " ", h("span", { class: "muted" }, `cos ${fmt(cos, 3)}`))))));
+  }
+  parts.push(h("div", { class: "grid" }, h("div", {}, left), h("div", {}, right)));
+  parts.push(section(`Top activations (${r.top.length})`, h("p", { class: "caption muted" }, "The windows with the largest activations; the outlined token is the one selected; colour is activation / max activation; hover a token for its value; ↵ is a newline."), examples(r.top, max, 10)));
+  if (r.intervals?.length) {
+    const kind = r.intervalKind === "equal_width" ? "equal-width intervals of [0, max]" : r.intervalKind === "quantile" ? "quantile intervals of a random sample of positive activations" : `intervals (${r.intervalKind ?? "kind not stated"})`;
+    parts.push(section("Examples by activation interval", h("p", { class: "caption muted interval-kind" }, `Intervals are ${kind}.`),
+      r.intervals.map((iv) => h("div", { class: "interval" }, h("h3", {}, `Interval ${fmt(iv.lo, 3)} – ${fmt(iv.hi, 3)}`, iv.share != null ? ` (${fmt(100 * iv.share, 2)}% of activations)` : ""), examples(iv.examples, max, 5)))));
+  }
+  if (r.random?.length) {
+    parts.push(section(`Random positive activations (${r.random.length})`, h("p", { class: "caption muted" }, "Drawn uniformly from the tokens where the latent fires."), examples(r.random, max, 5)));
+  }
+  return h("article", { class: "latent" }, parts);
+}
