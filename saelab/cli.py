@@ -20,10 +20,12 @@ COMMANDS = {
     "eval": ("saelab.run_eval", "evaluate an SAE at a hook of a model with evaluation plugins"),
     "train": ("saelab.run_train", "train TopK or ReLU+L1 SAEs at one or more hooks of a model"),
     "sweep": ("saelab.run_sweep", "evaluate many SAEs (layers x locations) in one pass"),
-    "view": ("saelab.view", "browse exported latents in the browser (saelab view --help)"),
 }
 # command -> (module with `main(argv)`, description): plain argument parsing, no Hydra.
-TOOLS = {"convert": ("saelab.convert", "convert an SAE between formats (saelab, openai, saelens)")}
+TOOLS = {
+    "convert": ("saelab.convert", "convert an SAE between formats (saelab, openai, saelens)"),
+    "view": ("saelab.view", "browse exported latents and runs in the browser (view --help)"),
+}
 USAGE = """usage: saelab <command> [hydra overrides] [-m]
 
 commands:
@@ -123,9 +125,6 @@ def main(argv: list[str] | None = None) -> None:
                 "(saelab --help lists them)"
             )
         )
-    entry = importlib.import_module(COMMANDS[command][0])
-    if hasattr(entry, "main"):  # a command with its own arguments (view), not a Hydra app
-        return entry.main(overrides)
     if not any(arg.startswith("-") for arg in overrides):  # Hydra's own flags, -m sweeps
         try:
             check_overrides(command, overrides)
