@@ -18,6 +18,7 @@ from saelab.errors import UserError, exit_with
 # command -> (module with `run(cfg)`, one-line description); each has conf/<command>.yaml.
 COMMANDS = {
     "eval": ("saelab.run_eval", "evaluate an SAE at a hook of a model with evaluation plugins"),
+    "export": ("saelab.run_export", "export every latent's statistics and examples for the viewer"),
     "train": ("saelab.run_train", "train TopK or ReLU+L1 SAEs at one or more hooks of a model"),
     "sweep": ("saelab.run_sweep", "evaluate many SAEs (layers x locations) in one pass"),
 }
@@ -31,6 +32,8 @@ examples:
   saelab eval model=random_gpt2 data=random_tokens sae=file sae.path=sae.pt
   saelab eval -m layer=0,1,2 location=resid_post_mlp,resid_delta_mlp
   saelab sweep experiment=tiny_all       (offline: every bundled SAE, one pass)
+  saelab export experiment=tiny          (offline: every latent of the tiny SAE, for the viewer)
+  saelab eval experiment=tiny export=true   (the eval run also writes the export, same pass)
   saelab eval --help          (Hydra's help: config groups and options)
 """
 
