@@ -15,9 +15,11 @@ from omegaconf.errors import MissingMandatoryValue
 
 from saelab.errors import UserError, exit_with
 
-# command -> (module with `run(cfg)`, one-line description); each has conf/<command>.yaml.
+# command -> (module with `run(cfg)`, one-line description); each has conf/<command>.yaml
+# (export is the eval loop with the export plugin alone: the same `run`, its own defaults).
 COMMANDS = {
     "eval": ("saelab.run_eval", "evaluate an SAE at a hook of a model with evaluation plugins"),
+    "export": ("saelab.run_eval", "export every latent's statistics and examples for the viewer"),
     "train": ("saelab.run_train", "train TopK or ReLU+L1 SAEs at one or more hooks of a model"),
     "sweep": ("saelab.run_sweep", "evaluate many SAEs (layers x locations) in one pass"),
 }
@@ -38,6 +40,8 @@ examples:
   saelab sweep experiment=tiny_all       (offline: every bundled SAE, one pass)
   saelab eval sae=auto sae.path=<SAELens dir>   (any format; hook from its cfg.json)
   saelab convert <in> <out> --to saelens
+  saelab export experiment=tiny          (offline: every latent of the tiny SAE, for the viewer)
+  saelab eval experiment=tiny export=true   (the eval run also writes the export, same pass)
   saelab eval --help          (Hydra's help: config groups and options)
 """
 

@@ -41,7 +41,14 @@ class TextSource:
     def contexts(
         self, tokenizer: Any, vocab_size: int, n: int, n_ctx: int, bos: int | None, seed: int
     ) -> Tensor:
-        return pack(self.documents(seed), tokenizer, n, n_ctx, bos, desc=f"tokenize {self.name}")
+        return self.contexts_with_documents(tokenizer, vocab_size, n, n_ctx, bos, seed)[0]
+
+    def contexts_with_documents(
+        self, tokenizer: Any, vocab_size: int, n: int, n_ctx: int, bos: int | None, seed: int
+    ) -> tuple[Tensor, Tensor]:
+        """Contexts and, per position, the index of the document its token came from."""
+        desc = f"tokenize {self.name}"
+        return pack_documents(self.documents(seed), tokenizer, n, n_ctx, bos, desc=desc)
 
 
 class HubText(TextSource):
@@ -219,24 +226,42 @@ def pack(
     desc: str = "tokenize",
 ) -> Tensor:
     """Join documents with end-of-text and cut up to `n` contexts of `n_ctx` tokens."""
+    return pack_documents(documents, tokenizer, n, n_ctx, bos, desc)[0]
+
+
+def pack_documents(
+    documents: Iterable[str],
+    tokenizer: Any,
+    n: int,
+    n_ctx: int,
+    bos: int | None,
+    desc: str = "tokenize",
+) -> tuple[Tensor, Tensor]:
+    """`pack`, plus per position the index of the document its token came from (a document's
+    end-of-text token is its own; a BOS takes the document of the token after it)."""
     body = n_ctx - (bos is not None)
     eos = tokenizer.eos_token_id
     out = torch.empty(n, n_ctx, dtype=torch.long)
+    doc_ids = torch.empty(n, n_ctx, dtype=torch.long)
     buffer: list[int] = []
+    buffer_docs: list[int] = []
     filled = 0
     with tqdm(total=n, desc=desc, unit="ctx", leave=False) as bar:
-        for doc in documents:
-            buffer.extend(tokenizer(doc, add_special_tokens=False)["input_ids"])
+        for index, doc in enumerate(documents):
+            ids = tokenizer(doc, add_special_tokens=False)["input_ids"]
+            buffer.extend(ids)
             buffer.append(eos)
+            buffer_docs.extend([index] * (len(ids) + 1))
             while len(buffer) >= body and filled < n:
-                row = ([bos] if bos is not None else []) + buffer[:body]
-                out[filled] = torch.tensor(row)
-                del buffer[:body]
+                head = [bos] if bos is not None else []
+                out[filled] = torch.tensor(head + buffer[:body])
+                doc_ids[filled] = torch.tensor(buffer_docs[: len(head)] + buffer_docs[:body])
+                del buffer[:body], buffer_docs[:body]
                 filled += 1
                 bar.update()
             if filled == n:
                 break
-    return out[:filled]
+    return out[:filled], doc_ids[:filled]
 
 
 class TokenDataModule(L.LightningDataModule):
@@ -259,6 +284,7 @@ class TokenDataModule(L.LightningDataModule):
         self.exclude_first = exclude_first
         self.seed, self.num_workers = seed, num_workers
         self.tokens: Tensor | None = None
+        self.documents: Tensor | None = None  # document id per position, if the source knows
 
     def prepare(
         self, tokenizer: Any, vocab_size: int, model_n_ctx: int, n_tokens: int | None = None
@@ -277,7 +303,11 @@ class TokenDataModule(L.LightningDataModule):
                 f"{self.batch_size * self.n_ctx} tokens); raise data.n_tokens or lower batch_size"
             )
         bos = tokenizer.bos_token_id if self.prepend_bos else None
-        tokens = self.source.contexts(tokenizer, vocab_size, n_contexts, self.n_ctx, bos, self.seed)
+        args = (tokenizer, vocab_size, n_contexts, self.n_ctx, bos, self.seed)
+        if hasattr(self.source, "contexts_with_documents"):
+            tokens, self.documents = self.source.contexts_with_documents(*args)
+        else:
+            tokens = self.source.contexts(*args)
         if len(tokens) == 0:
             raise UserError(f"the dataset {self.source.name} yielded no text")
         if len(tokens) < self.batch_size:
@@ -299,9 +329,22 @@ class TokenDataModule(L.LightningDataModule):
             mask[:, 0] = False
         return mask
 
-    def collate(self, rows: list[Tensor]) -> dict[str, Tensor]:
-        tokens = torch.stack(rows)
-        return {"tokens": tokens, "mask": self.position_mask(tokens)}
+    def collate(self, indices: list[int]) -> dict[str, Tensor]:
+        """A batch of contexts by index: tokens, mask, the context indices and, per position,
+        document ids (the context index where the source has no documents) for the export."""
+        assert self.tokens is not None
+        context = torch.tensor(indices)
+        tokens = self.tokens[context]
+        if self.documents is None:
+            documents = context[:, None].expand_as(tokens)
+        else:
+            documents = self.documents[context]
+        return {
+            "tokens": tokens,
+            "mask": self.position_mask(tokens),
+            "context": context,
+            "document": documents,
+        }
 
     def test_dataloader(self) -> DataLoader:
         """This rank's contexts: rank r of w takes contexts r, r + w, ... Lightning's
@@ -315,7 +358,7 @@ class TokenDataModule(L.LightningDataModule):
                 "raise data.n_tokens or use fewer devices"
             )
         return DataLoader(
-            list(self.tokens[rank::world]),
+            range(rank, len(self.tokens), world),
             batch_size=self.batch_size,
             collate_fn=self.collate,
             num_workers=self.num_workers,

@@ -146,7 +146,13 @@ class BatchEvaluator:
         return self.model.forward_from(probe.layer, resid_pre, hooks).float().log_softmax(-1)
 
     @torch.no_grad()
-    def __call__(self, tokens: Tensor, mask: Tensor) -> None:
+    def __call__(
+        self,
+        tokens: Tensor,
+        mask: Tensor,
+        context: Tensor | None = None,
+        document: Tensor | None = None,
+    ) -> None:
         device = tokens.device
         with self.timer("model_forward", device):
             acts, log_probs = self.clean_forward(tokens)
@@ -156,6 +162,7 @@ class BatchEvaluator:
                 x = acts[probe.hook][mask].float()
                 latents, recons = encode_decode(probe.sae, x)
             batch = EvalBatch(tokens, mask, x, recons, latents, log_probs)
+            batch.context, batch.document = context, document
             with self.timer("model_forward", device):
                 if SPLICED_LOG_PROBS in probe.needs:
                     batch.spliced_log_probs = self.replaced(probe, acts, mask, recons)
@@ -211,7 +218,7 @@ class Evaluation(L.LightningModule):
         self.source.to(self.device)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self.evaluator(batch["tokens"], batch["mask"])
+        self.evaluator(batch["tokens"], batch["mask"], batch.get("context"), batch.get("document"))
         self.local_tokens = self.local_tokens + batch["mask"].sum()  # no host sync per step
 
     def on_test_epoch_end(self) -> None:

@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import IO, Any
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Write through `write(file)` into a temp file beside `path`, then rename it into place."""
+def atomic_write(path: Path, write: Callable[[IO[bytes]], Any], sync: bool = True) -> Path:
+    """Write through `write(file)` into a temp file beside `path`, then rename it into place.
+
+    `sync=False` skips the fsync, for many small files whose completeness a later synced file
+    (a manifest, after `os.sync()`) vouches for."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
@@ -20,7 +23,8 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> Path:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -13,8 +13,11 @@ from omegaconf import DictConfig, OmegaConf
 from saelab import results as results_io
 from saelab.checkpoints import LoadedSAE
 from saelab.checks import check_eval
+from saelab.errors import UserError
 from saelab.evals import build_plugins
+from saelab.evals.base import EvalPlugin
 from saelab.evaluation import Evaluation, probe, scalar_results
+from saelab.export import Export, ExportContext
 from saelab.models import ModelSource
 from saelab.task import build
 
@@ -31,10 +34,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     loaded: LoadedSAE = build(cfg.sae)  # before the model: family/location errors come first
     model: ModelSource = build(cfg.model)
     location, layer = loaded.place(model, cfg.location, cfg.layer)
-    one = probe(model, location, layer, loaded.sae, build_plugins(cfg.evals))
+    export = export_plugin(cfg)
+    plugins: dict[str, EvalPlugin] = build_plugins(cfg.evals) if cfg.evals or not export else {}
+    if export:
+        plugins["export"] = export
+    one = probe(model, location, layer, loaded.sae, plugins)
     hook = one.hook
     data = build(cfg.data)
-    data.prepare(model.tokenizer, model.vocab_size, model.n_ctx)
+    n_tokens = export_setting(cfg, "n_tokens")
+    data.prepare(model.tokenizer, model.vocab_size, model.n_ctx, n_tokens=n_tokens)
+    if export:
+        export.context = ExportContext(model, location, layer, hook, loaded, data, cfg.seed)
     module = Evaluation(model, [one])
 
     logger = build(cfg.logger) if cfg.get("logger") else None
@@ -64,3 +74,26 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         results_io.close_loggers()  # W&B prints its summary on closing: the table comes last
         results_io.print_table(results, provenance, written)
     return scalar_results(module.results[0])
+
+
+def export_setting(cfg: DictConfig, key: str) -> Any:
+    export = cfg.get("export")
+    return export.get(key) if isinstance(export, DictConfig) else None
+
+
+def export_plugin(cfg: DictConfig) -> Export | None:
+    """`export=true` (eval) adds the export with its defaults, written to <run>/export;
+    `saelab export` configures it through the `export:` node, written to the run dir."""
+    export = cfg.get("export")
+    if not export:
+        return None
+    if export is True:
+        return Export(subdir="export", seed=cfg.seed)
+    if not isinstance(export, DictConfig):
+        raise UserError(f"export must be true or false, not {export!r}")
+    options = OmegaConf.to_container(export, resolve=True)
+    options.pop("n_tokens", None)
+    try:
+        return Export(**options, seed=cfg.seed)
+    except TypeError as error:
+        raise UserError(f"bad export setting: {error}") from None

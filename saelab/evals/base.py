@@ -34,7 +34,8 @@ class EvalBatch:
     `acts`, `recons` and `latents` hold only the evaluated positions (`mask`), flattened to
     [N, ...]. Log-probabilities are float32 [B, T, vocab], present only if some plugin asked
     for them; each set went through log-softmax once and is shared by every plugin (and, for
-    the clean and ablated runs, by every SAE at the hook).
+    the clean and ablated runs, by every SAE at the hook). `context` and `document` say where
+    the tokens came from (the export's examples), when the data loader provides them.
     """
 
     tokens: Tensor
@@ -45,6 +46,8 @@ class EvalBatch:
     log_probs: Tensor | None = None
     spliced_log_probs: Tensor | None = None
     ablated_log_probs: Tensor | None = None
+    context: Tensor | None = None  # [B] index of each context in the data
+    document: Tensor | None = None  # [B, T] document id per position
 
     def active(self) -> tuple[Tensor, Tensor]:
         """(latent ids, values) of every non-zero latent activation in the batch."""

@@ -1,0 +1,120 @@
+"""Export throughput: every latent of a 32k TopK SAE on random GPT-2 small.
+
+Runs the real CLI: `saelab export` at two token counts (peak memory must stay flat: the
+per-latent state does not grow with tokens), then `saelab eval evals=[reconstruction,density]`
+on the larger count for the ratio. Reports the test loop's tokens/s, the share of its time in
+the model forward, the time spent writing the files, peak RSS and bytes per latent.
+
+    python -m benchmarks.export_throughput [--n-tokens 4096 8192] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from saelab import Autoencoder
+from saelab.io import write_json
+
+
+def run_cli(workdir: Path, args: list[str]) -> tuple[dict, float]:
+    """Provenance of one CLI run and its peak resident memory in GiB (wait4's maxrss)."""
+    command = [sys.executable, "-m", "saelab", *args, "trainer.enable_progress_bar=false"]
+    with open(workdir / "log.txt", "w") as log:
+        child = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(child.pid, 0)
+    if status != 0:
+        raise SystemExit(f"{' '.join(args[:1])} failed: see {workdir / 'log.txt'}")
+    newest = max(workdir.rglob("metrics.json"), key=lambda p: p.stat().st_mtime)
+    return json.loads(newest.read_text())["provenance"], usage.ru_maxrss / 2**20
+
+
+def summary(provenance: dict, peak_gib: float) -> dict:
+    loop = provenance["seconds_test_loop"]
+    parts = provenance["seconds_by_part"]
+    return {
+        "tokens": provenance["n_tokens"],
+        "seconds_test_loop": loop,
+        "tokens_per_s": provenance["n_tokens"] / loop,
+        "model_forward_share": parts.get("model_forward", 0) / loop,
+        "seconds_after_loop": provenance["seconds"] - loop,  # writing files, logit tables
+        "peak_rss_gib": round(peak_gib, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-tokens", type=int, nargs=2, default=[4096, 8192])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--layer", type=int, default=6)
+    parser.add_argument(
+        "--out", type=Path, default=Path("benchmarks/results/export_throughput.json")
+    )
+    args = parser.parse_args()
+
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        sae_path = root / "sae_32k.pt"
+        torch.save(Autoencoder.random(32768, 768, k=32).state_dict(), sae_path)
+        common = [
+            "model=random_gpt2",
+            "data=random_tokens",
+            f"data.batch_size={args.batch_size}",
+            f"layer={args.layer}",
+            "location=resid_post_mlp",
+            "sae=file",
+            f"sae.path={sae_path}",
+            "logger=none",
+        ]
+        for n in args.n_tokens:
+            workdir = root / f"export_{n}"
+            workdir.mkdir()
+            provenance, peak = run_cli(workdir, ["export", *common, f"data.n_tokens={n}"])
+            runs[f"export_{n}"] = summary(provenance, peak)
+            manifest = next(workdir.rglob("manifest.json"))
+            runs[f"export_{n}"]["bytes_per_latent"] = json.loads(manifest.read_text())[
+                "bytes_per_latent"
+            ]
+        workdir = root / "eval"
+        workdir.mkdir()
+        n = args.n_tokens[-1]
+        evals = ["eval", *common, f"data.n_tokens={n}", "evals=[reconstruction,density]"]
+        runs["eval_reconstruction_density"] = summary(*run_cli(workdir, evals))
+
+    export, eval_ = runs[f"export_{n}"], runs["eval_reconstruction_density"]
+    report = {
+        "setup": {
+            "model": "random_gpt2 (GPT-2 small shape)",
+            "sae": "TopK 768 -> 32768, k=32",
+            "layer": args.layer,
+            "location": "resid_post_mlp",
+            "n_ctx": 64,
+            "batch_size": args.batch_size,
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "torch_threads": torch.get_num_threads(),
+        },
+        "runs": runs,
+        "export_loop_cost_vs_eval": eval_["tokens_per_s"] / export["tokens_per_s"],
+    }
+    print(f"{'run':<30}{'tokens/s':>10}{'model':>8}{'write s':>9}{'peak GiB':>10}{'B/latent':>10}")
+    for name, r in runs.items():
+        print(
+            f"{name:<30}{r['tokens_per_s']:>10.0f}{r['model_forward_share']:>8.0%}"
+            f"{r['seconds_after_loop']:>9.1f}{r['peak_rss_gib']:>10.2f}"
+            f"{r.get('bytes_per_latent', 0):>10.0f}"
+        )
+    print(f"export test loop costs {report['export_loop_cost_vs_eval']:.2f}x the eval's")
+    write_json(args.out, report)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""The export against brute force: statistics, examples, logit effects, neighbours, files."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from saelab.autoencoder import Autoencoder
+from saelab.cli import main
+from saelab.evals.base import EvalBatch
+from saelab.evaluation import encode_decode
+from saelab.export import Export, weights
+from saelab.export.plugin import hist_edges
+from saelab.export.writer import Sets, intervals
+
+B, T, D, N_LATENTS, VOCAB = 6, 12, 16, 40, 50
+
+
+def run_plugin(sae: Autoencoder, n_batches: int = 4, **options):
+    """The plugin over random batches, and the dense latents [contexts, T, n] it saw."""
+    torch.manual_seed(0)
+    plugin = Export(window=(3, 2), **options)
+    plugin.setup(sae)
+    dense = torch.zeros(n_batches * B, T, N_LATENTS)
+    tokens_all = torch.randint(0, VOCAB, (n_batches * B, T))
+    for i in range(n_batches):
+        tokens = tokens_all[i * B : (i + 1) * B]
+        mask = torch.ones(B, T, dtype=torch.bool)
+        mask[:, 0] = False
+        x = torch.randn(int(mask.sum()), D) * 2
+        latents, recons = encode_decode(sae, x)
+        context = torch.arange(i * B, (i + 1) * B)
+        batch = EvalBatch(tokens, mask, x, recons, latents, context=context)
+        batch.document = context[:, None].expand(B, T) + 1000
+        plugin.update(batch)
+        dense[context[:, None].expand(B, T)[mask], torch.arange(T).expand(B, T)[mask]] = sae.encode(
+            x
+        )[0]  # the SAE's own encode: TopK across all latents
+    return plugin, dense, tokens_all
+
+
+@pytest.fixture(params=[4, None], ids=["topk", "relu"])
+def sae(request) -> Autoencoder:
+    sae = Autoencoder.random(N_LATENTS, D, k=request.param, seed=1)
+    with torch.no_grad():
+        sae.latent_bias.fill_(-0.5 if request.param is None else 0.0)
+    return sae.requires_grad_(False)
+
+
+def test_statistics_match_brute_force(sae):
+    plugin, dense, _ = run_plugin(sae)
+    results = plugin.compute()
+    acts = dense[:, 1:].reshape(-1, N_LATENTS).double()  # evaluated positions only
+    fired = acts > 0
+    n_fired = fired.sum(0)
+    assert int(plugin.n) == len(acts)
+    assert torch.equal(results["export/n_fired"], n_fired)
+    torch.testing.assert_close(results["export/density"], n_fired.double() / len(acts))
+    live = n_fired > 0
+    assert live.sum() > N_LATENTS // 2
+    m = [(acts**p).sum(0)[live] / n_fired[live] for p in (1, 2, 3, 4)]
+    torch.testing.assert_close(results["export/mean_act"][live], m[0])
+    torch.testing.assert_close(results["export/mean_act_squared"][live], m[1])
+    torch.testing.assert_close(results["export/skew"][live], m[2] / m[1] ** 1.5)
+    torch.testing.assert_close(results["export/kurtosis"][live], m[3] / m[1] ** 2)
+    edges = hist_edges().numpy()
+    for j in range(N_LATENTS):
+        positive = acts[:, j][acts[:, j] > 0].numpy().clip(edges[0], edges[-1] * 0.999)
+        expected, _ = np.histogram(positive, bins=edges)
+        np.testing.assert_array_equal(plugin.hist[j].numpy(), expected)
+
+
+def test_top_examples_are_the_top_with_their_windows(sae):
+    plugin, dense, tokens = run_plugin(sae, n_top=5)
+    top = plugin.top
+    for j in range(N_LATENTS):
+        column = dense[:, 1:, j].flatten()
+        expected = column[column > 0].sort(descending=True).values[:5]
+        kept = top.score[j] > -torch.inf
+        torch.testing.assert_close(top.act[j][kept], expected)
+        for s in kept.nonzero().flatten().tolist():
+            ctx, pos = int(top.ctx[j, s]), int(top.pos[j, s])
+            assert dense[ctx, pos, j] == top.act[j, s]
+            assert int(top.doc[j, s]) == ctx + 1000
+            lo, hi = max(pos - 3, 0), min(pos + 2, T - 1)
+            window = top.tokens[j, s]
+            inside = window >= 0
+            assert torch.equal(window[inside].long(), tokens[ctx, lo : hi + 1])
+            torch.testing.assert_close(
+                top.acts[j, s][inside].float(), dense[ctx, lo : hi + 1, j].half().float()
+            )
+
+
+def test_reservoir_is_a_sample_of_positive_events_and_intervals_hold_their_examples(sae):
+    plugin, dense, _ = run_plugin(sae, n_intervals=3, per_interval=2, n_random=4)
+    reservoir = plugin.reservoir
+    sets = Sets(reservoir, left=3)
+    for j in range(N_LATENTS):
+        n_fired = int((dense[:, 1:, j] > 0).sum())
+        kept = (reservoir.score[j] > -torch.inf).nonzero().flatten().tolist()
+        assert len(kept) == min(6, n_fired)
+        events = {(int(reservoir.ctx[j, s]), int(reservoir.pos[j, s])) for s in kept}
+        assert len(events) == len(kept)  # without replacement
+        for s in kept:
+            assert (
+                dense[int(reservoir.ctx[j, s]), int(reservoir.pos[j, s]), j] == reservoir.act[j, s]
+            )
+        bins = intervals(sets, j, 3, 2)
+        assert sum(len(b["examples"]) for b in bins) == len(kept)
+        for b, following in zip(bins, [*bins[1:], None], strict=True):
+            assert all(b["lo"] * 0.999 <= e["act"] <= b["hi"] * 1.001 for e in b["examples"])
+            assert following is None or b["hi"] <= following["lo"]
+
+
+def test_logit_effects_and_neighbours_match_direct_computation(tiny_model):
+    d_mlp = tiny_model.width("mlp_post_act")
+    for location, width in (("resid_post_mlp", 64), ("mlp_post_act", d_mlp)):
+        W_dec = torch.randn(30, width)
+        top_ids, top_values, bottom_ids, bottom_values = weights.logit_effects(
+            tiny_model, location, 1, W_dec, 5
+        )
+        bridge = tiny_model.bridge
+        direction = W_dec @ bridge.blocks[1].mlp.W_out if location == "mlp_post_act" else W_dec
+        logits = (direction * bridge.ln_final.w) @ bridge.W_U
+        expected = logits.sort(dim=1, descending=True)
+        torch.testing.assert_close(top_values, expected.values[:, :5])
+        torch.testing.assert_close(bottom_values, expected.values[:, -5:].flip(1))
+        assert torch.equal(logits.gather(1, top_ids), top_values)
+        assert torch.equal(logits.gather(1, bottom_ids), bottom_values)
+    W_dec = torch.randn(50, 8)
+    ids, cosines = weights.neighbours(W_dec, 3)
+    for i in range(50):
+        sims = [
+            (float(torch.cosine_similarity(W_dec[i], W_dec[j], dim=0)), j)
+            for j in range(50)
+            if j != i
+        ]
+        best = sorted(sims, reverse=True)[:3]
+        np.testing.assert_allclose(cosines[i].numpy(), [s for s, _ in best], rtol=1e-5)
+        assert ids[i].tolist() == [j for _, j in best]
+
+
+def test_cli_export_and_interrupted_export(tmp_path: Path, monkeypatch):
+    out = tmp_path / "export"
+    main(["export", "experiment=tiny", "data.n_tokens=4096", "export.format=openai",
+          f"hydra.run.dir={out}"])  # fmt: skip
+    manifest = json.loads((out / "manifest.json").read_text())
+    n = manifest["n_latents"]
+    assert manifest["schema"] == "saelab-export/1" and manifest["data"]["n_tokens"] == 4032
+    assert len(list((out / "latents").glob("*.json.gz"))) == n
+    summary = json.loads((out / "latents.json").read_text())
+    assert len(summary["density"]) == n
+    live = next(i for i, d in enumerate(summary["density"]) if d > 0)
+    record = json.loads(gzip.decompress((out / "latents" / f"{live}.json.gz").read_bytes()))
+    assert record["top"][0]["act"] == pytest.approx(summary["max_act"][live], rel=1e-3)
+    example = record["top"][0]
+    assert example["tokens"][example["idx"]] == summary["top_token"][live]
+    assert record["intervals"]["kind"] == "quantile"
+    vocab = json.loads((out / "vocab.json").read_text())
+    assert len(vocab["bytes"]) == len(vocab["strings"])
+    search = json.loads((out / "search.json").read_text())
+    hits = search[str(summary["top_token"][live])]
+    assert [hit[1] for hit in hits] == sorted((hit[1] for hit in hits), reverse=True)
+    assert live in [hit[0] for hit in hits] or len(hits) == 50
+
+    feature = json.loads((out / "openai" / f"{live}.json").read_text())
+    assert set(feature) == {
+        "density", "mean_act", "mean_act_squared", "skew", "kurtosis", "hist", "top", "random",
+    }  # fmt: skip
+    assert all(isinstance(feature[k], float) for k in ("density", "mean_act", "mean_act_squared"))
+    assert all(k.isdigit() and isinstance(v, int) for k, v in feature["hist"].items())
+    sequence = feature["top"][0]
+    assert set(sequence) == {"density", "doc_id", "idx", "acts", "act", "tokens", "token_ints"}
+    assert all(isinstance(t, str) for t in sequence["tokens"])
+    assert all(isinstance(t, int) for t in sequence["token_ints"])
+    assert len(sequence["acts"]) == len(sequence["tokens"]) == len(sequence["token_ints"])
+    assert sequence["acts"][sequence["idx"]] == pytest.approx(sequence["act"], rel=1e-3)
+
+    # an export that fails part-way (here: writing the search index) leaves no manifest
+    import saelab.export.writer as writer
+
+    def broken(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(writer, "search_index", broken)
+    with pytest.raises(SystemExit, match="1"):
+        main(["export", "experiment=tiny", "data.n_tokens=4096", f"hydra.run.dir={out}"])
+    assert not (out / "manifest.json").exists()
+
+
+def test_eval_with_export_writes_both(tmp_path: Path):
+    out = tmp_path / "eval"
+    main(["eval", "experiment=tiny", "data.n_tokens=4096", "logger=none", "export=true",
+          "evals=[reconstruction,density]", f"hydra.run.dir={out}"])  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    manifest = json.loads((out / "export" / "manifest.json").read_text())
+    assert "reconstruction/explained_variance" in metrics
+    assert manifest["data"]["n_tokens"] == 4032
+    density = np.load(out / "latent_density.npy")
+    summary = json.loads((out / "export" / "latents.json").read_text())
+    np.testing.assert_allclose(summary["density"], density)
