@@ -73,6 +73,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         results_io.log_to(logger, results, provenance)
         results_io.close_loggers()  # W&B prints its summary on closing: the table comes last
         results_io.print_table(results, provenance, written)
+        if export:
+            print(f"browse its latents: saelab view {out_dir / export.subdir}")
     return scalar_results(module.results[0])
 
 

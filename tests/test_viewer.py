@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from saelab.cli import COMMANDS, main
+from saelab.cli import main
 from saelab.server import remote
 from saelab.view import serve
 from saelab.zoo import ZOO_DIR
@@ -31,15 +31,12 @@ PROMPT = "To be, or not to be, that is the question:\nWhether 'tis nobler"
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("viewer")
-    if "export" in COMMANDS:  # a real export of the tiny zoo, once per session
-        from tests.test_cli import saelab
+    from tests.test_cli import saelab  # a real export of the tiny zoo, once per module
 
-        out = root / "tiny"
-        result = saelab("export", "experiment=tiny", f"hydra.run.dir={out}", cwd=root)
-        assert result.returncode == 0, result.stderr
-        tiny = out / "export" if (out / "export" / "manifest.json").is_file() else out
-    else:  # until `saelab export` (issue 8, part 1) is merged: the handmade export
-        tiny = write_export(root / "tiny")
+    out = root / "tiny"
+    result = saelab("export", "experiment=tiny", f"hydra.run.dir={out}", cwd=root)
+    assert result.returncode == 0, result.stderr
+    tiny = out
     adversarial = write_export(root / "adversarial")
     (adversarial / "escape.json").symlink_to(root / "secret.json")
     (root / "secret.json").write_text('{"secret": "s3cr3t-outside-root"}')
