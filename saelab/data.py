@@ -48,7 +48,7 @@ class TextSource:
     ) -> tuple[Tensor, Tensor]:
         """Contexts and, per position, the index of the document its token came from."""
         desc = f"tokenize {self.name}"
-        return pack_documents(self.documents(seed), tokenizer, n, n_ctx, bos, desc=desc)
+        return pack(self.documents(seed), tokenizer, n, n_ctx, bos, desc=desc)
 
 
 class HubText(TextSource):
@@ -224,21 +224,10 @@ def pack(
     n_ctx: int,
     bos: int | None,
     desc: str = "tokenize",
-) -> Tensor:
-    """Join documents with end-of-text and cut up to `n` contexts of `n_ctx` tokens."""
-    return pack_documents(documents, tokenizer, n, n_ctx, bos, desc)[0]
-
-
-def pack_documents(
-    documents: Iterable[str],
-    tokenizer: Any,
-    n: int,
-    n_ctx: int,
-    bos: int | None,
-    desc: str = "tokenize",
 ) -> tuple[Tensor, Tensor]:
-    """`pack`, plus per position the index of the document its token came from (a document's
-    end-of-text token is its own; a BOS takes the document of the token after it)."""
+    """Join documents with end-of-text and cut up to `n` contexts of `n_ctx` tokens; also, per
+    position, the index of the document its token came from (a document's end-of-text token is
+    its own; a BOS takes the document of the token after it)."""
     body = n_ctx - (bos is not None)
     eos = tokenizer.eos_token_id
     out = torch.empty(n, n_ctx, dtype=torch.long)

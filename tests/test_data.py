@@ -12,7 +12,7 @@ TOKENIZER = byte_tokenizer(EOS)
 
 
 def test_pack_joins_documents_with_eos_and_prefixes_bos():
-    contexts = pack(["abc", "de"], TOKENIZER, n=2, n_ctx=4, bos=EOS)
+    contexts, _ = pack(["abc", "de"], TOKENIZER, n=2, n_ctx=4, bos=EOS)
     ids = [TOKENIZER.convert_tokens_to_ids(c) for c in "abcde"]
     # stream: a b c <eos> d e <eos>; each context: <bos> + 3 tokens
     assert contexts.tolist() == [[EOS, *ids[:3]], [EOS, EOS, ids[3], ids[4]]]

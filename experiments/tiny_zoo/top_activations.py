@@ -27,7 +27,7 @@ def main() -> None:
 
     model = zoo_model("tiny")
     sae = zoo("tiny", args.family, args.location, args.layer).sae
-    tokens = pack(Bundled("val").documents(0), model.tokenizer, 2048, 64, model.bos_token_id)
+    tokens, _ = pack(Bundled("val").documents(0), model.tokenizer, 2048, 64, model.bos_token_id)
     hook = HOOKS[args.location].format(layer=args.layer)
     acts, captured = [], []
 
