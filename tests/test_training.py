@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from saelab.autoencoder import Autoencoder
 from saelab.checkpoints import load_autoencoder
 from saelab.cli import main
 from saelab.recipes import ReluL1, TopK, geometric_median
@@ -317,3 +318,39 @@ def test_ema_weights_are_what_is_saved(tmp_path, monkeypatch):
         torch.nn.functional.cosine_similarity(plain.W_enc.flatten(), ema.W_enc.flatten(), dim=0)
         > 0.9
     )
+
+
+def test_auxk_reads_the_dead_mask_after_this_batch_updates_the_statistics():
+    """OpenAI's order: latent 5 crosses `dead_tokens` with this batch (8 + 4 > 10) and is dead
+    for this batch's AuxK; a latent that was dead but fires now is not. Expected value from
+    the definitions written out here."""
+    g = torch.Generator().manual_seed(0)
+    sae = Autoencoder.random(8, 4, k=2, seed=3, normalize=False)
+    with torch.no_grad():
+        sae.pre_bias.copy_(0.1 * torch.randn(4, generator=g))
+        sae.latent_bias.copy_(0.1 * torch.randn(8, generator=g))
+    x = torch.randn(4, 4, generator=g)
+    pre = (x - sae.pre_bias) @ sae.W_enc.T + sae.latent_bias
+    top = pre.topk(2, dim=-1)
+    fires = torch.zeros(8, dtype=torch.bool)
+    fires[top.indices[top.values > 0]] = True
+    assert not fires[5] and top.values[0, 0] > 0, "pick another seed"
+    revived = top.indices[0, 0]  # silent for long, but fires in this batch
+    sae.stats_last_nonzero.copy_(torch.tensor([0, 0, 0, 0, 0, 8, 0, 0]))
+    sae.stats_last_nonzero[revived] = 50
+    before = sae.stats_last_nonzero.clone()
+
+    out = TopK(k=2, k_aux=2, auxk_coef=1.0, dead_tokens=10, normalize=False).loss(sae, x, 1.0)
+
+    after = torch.where(fires, 0, before + 4)
+    assert torch.equal(sae.stats_last_nonzero, after)
+    dead = after > 10
+    assert dead[5] and not dead[revived] and not dead[fires].any()
+    latents = torch.zeros_like(pre).scatter(-1, top.indices, top.values.clamp_min(0))
+    residual = x - (latents @ sae.W_dec + sae.pre_bias)
+    masked = pre.masked_fill(~dead, float("-inf"))
+    aux = masked.topk(2, dim=-1)
+    aux_latents = torch.zeros_like(pre).scatter(-1, aux.indices, aux.values.clamp_min(0))
+    aux_recons = aux_latents @ sae.W_dec
+    expected = (aux_recons - residual).pow(2).mean() / (residual - residual.mean(0)).pow(2).mean()
+    assert out.logs["auxk_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
