@@ -9,6 +9,7 @@ recipe: ReLU latents with an L1 penalty normalised by the input norm.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,8 +26,26 @@ class StepOutput:
     """The loss to minimise, which latents fired (for dead-latent statistics), and logs."""
 
     loss: Tensor
-    fired: Tensor  # latent ids that were non-zero in this batch (with repeats)
+    fired_counts: Tensor  # [n_latents]: on how many of this batch's tokens each latent fired
     logs: dict[str, Tensor]
+
+
+def record_firing(sae: Autoencoder, fired_counts: Tensor, n_tokens: int | Tensor) -> None:
+    """Tokens since each latent last fired: `n_tokens` more, 0 for those that fired. No host
+    sync (`torch.where`, not boolean indexing)."""
+    with torch.no_grad():
+        stats = sae.stats_last_nonzero
+        stats.copy_(torch.where(fired_counts > 0, 0, stats + n_tokens))
+
+
+# how a recipe reports this batch's firing counts before it reads the dead-latent mask
+Record = Callable[[Autoencoder, Tensor, int], None]
+
+
+def fired_counts(indices: Tensor, values: Tensor, n_latents: int) -> Tensor:
+    """[n_latents] counts of non-zero `values` per latent id in `indices` (both [N, k])."""
+    counts = torch.zeros(n_latents, dtype=torch.long, device=indices.device)
+    return counts.index_add_(0, indices.reshape(-1), (values > 0).reshape(-1).long())
 
 
 def geometric_median(points: Tensor, iterations: int = 64, eps: float = 1e-8) -> Tensor:
@@ -90,7 +109,10 @@ class Recipe:
             sae.W_enc.mul_(scale)
         return sae, float(1 / (x - x.mean(0)).pow(2).mean().clamp_min(1e-12))
 
-    def loss(self, sae: Autoencoder, x: Tensor, mse_scale: float) -> StepOutput:
+    def loss(
+        self, sae: Autoencoder, x: Tensor, mse_scale: float | Tensor, record: Record = record_firing
+    ) -> StepOutput:
+        """The batch's loss; calls `record` once with the batch's firing counts."""
         raise NotImplementedError
 
     @staticmethod
@@ -126,7 +148,9 @@ class TopK(Recipe):
         self.k, self.k_aux, self.auxk_coef = k, k_aux, auxk_coef
         self.dead_tokens, self.normalize = dead_tokens, normalize
 
-    def loss(self, sae: Autoencoder, x: Tensor, mse_scale: float) -> StepOutput:
+    def loss(
+        self, sae: Autoencoder, x: Tensor, mse_scale: float | Tensor, record: Record = record_firing
+    ) -> StepOutput:
         x, _ = sae.preprocess(x.float())
         centred = x - sae.pre_bias
         with torch.no_grad():  # choosing latents needs the dense pre-activations, not their grad
@@ -138,20 +162,23 @@ class TopK(Recipe):
         loss = mse_scale * mse
         logs = reconstruction_logs(recons, x, mse)
 
-        dead = sae.stats_last_nonzero > self.dead_tokens
-        n_dead = int(dead.sum())
-        if self.auxk_coef and n_dead:
-            with torch.no_grad():
+        # OpenAI's order: this batch's firing updates the statistics before the dead mask is
+        # read, so a latent that fires in this batch is not dead for its AuxK, and one whose
+        # tokens-since-fired cross `dead_tokens` in this batch already is.
+        counts = fired_counts(indices, values, sae.n_latents)
+        record(sae, counts, len(x))
+        if self.auxk_coef:
+            dead = sae.stats_last_nonzero > self.dead_tokens
+            with torch.no_grad():  # live latents at -inf: relu makes them 0, with no gradient
                 pre.masked_fill_(~dead, float("-inf"))
-                aux_indices = pre.topk(min(self.k_aux, n_dead), dim=-1).indices
+                aux_indices = pre.topk(min(self.k_aux, sae.n_latents), dim=-1).indices
             aux_values = F.relu(encode_at(centred, sae.W_enc, sae.latent_bias, aux_indices, pre))
             # the dead latents reconstruct the residual error; pre_bias is already in `recons`
             residual = (x - recons).detach()
             aux_loss = normalized_mse(sparse_decode(aux_indices, aux_values, sae.W_dec), residual)
             loss = loss + self.auxk_coef * aux_loss
             logs["auxk_loss"] = aux_loss.detach()
-        fired = indices[values > 0]
-        return StepOutput(loss, fired, {k: v.detach() for k, v in logs.items()})
+        return StepOutput(loss, counts, {k: v.detach() for k, v in logs.items()})
 
 
 class ReluL1(Recipe):
@@ -168,7 +195,9 @@ class ReluL1(Recipe):
         super().__init__(pre_bias_init)
         self.l1_coef, self.normalize = l1_coef, normalize
 
-    def loss(self, sae: Autoencoder, x: Tensor, mse_scale: float) -> StepOutput:
+    def loss(
+        self, sae: Autoencoder, x: Tensor, mse_scale: float | Tensor, record: Record = record_firing
+    ) -> StepOutput:
         """OpenAI's v1/v4 loss (their loss.py): per-token normalised MSE plus `l1_coef` times
         the per-token L1 over the input norm. Both terms are per token and scale-free, so
         `l1_coef` means what it means in their recipe; `mse_scale` (TopK's) is not used."""
@@ -181,5 +210,6 @@ class ReluL1(Recipe):
         loss = nmse + self.l1_coef * l1
         mse = err.mean().detach()
         logs = {**reconstruction_logs(recons, x, mse), "l1": l1}
-        fired = latents.nonzero()[:, 1]
-        return StepOutput(loss, fired, {k: v.detach() for k, v in logs.items()})
+        counts = (latents > 0).sum(0)
+        record(sae, counts, len(x))
+        return StepOutput(loss, counts, {k: v.detach() for k, v in logs.items()})

@@ -168,6 +168,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         decay_fraction=cfg.train.decay_fraction,
         total_steps=total_steps,
         histogram_every_n_steps=cfg.train.histogram_every_n_steps,
+        checkpoint_every_n_steps=cfg.train.checkpoint_every_n_steps,
     )
 
     checkpoints = out_dir / "checkpoints"

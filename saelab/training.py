@@ -13,12 +13,13 @@ import torch
 from torch import Tensor, nn
 
 from saelab.autoencoder import Autoencoder
+from saelab.data import distributed_rank
 from saelab.errors import UserError
 from saelab.evals import EvalPlugin
 from saelab.evals.density import log10_histogram
 from saelab.evaluation import BatchEvaluator, Probe, compute_all, scalar_results
 from saelab.models import ModelSource
-from saelab.recipes import Recipe
+from saelab.recipes import Recipe, record_firing
 
 ADAM_EPS = 6.25e-10  # OpenAI's
 
@@ -44,6 +45,8 @@ class SAETraining(L.LightningModule):
         decay_fraction: float = 0.2,
         total_steps: int = 1000,
         histogram_every_n_steps: int = 500,
+        finite_check_every_n_steps: int = 100,
+        checkpoint_every_n_steps: int = 0,
     ) -> None:
         super().__init__()
         self.source, self.hooks, self.recipe = model, hooks, recipe
@@ -64,47 +67,63 @@ class SAETraining(L.LightningModule):
         self.evaluator = BatchEvaluator(model, probes) if probes else None
         self.lr, self.warmup_steps, self.decay_fraction = lr, warmup_steps, decay_fraction
         self.total_steps, self.histogram_every_n_steps = total_steps, histogram_every_n_steps
+        # the loss is checked every `finite_check_every_n_steps` and before every checkpoint
+        self.finite_checks = [
+            n for n in (finite_check_every_n_steps, checkpoint_every_n_steps) if n
+        ]
+        self.hook_names = list(saes)
         self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long))
+        # per hook, the first step whose loss was not finite (-1: none); read only at the
+        # checks, so that other steps never wait for the device
+        self.first_nonfinite = torch.full((len(saes),), -1, dtype=torch.long)
         self._step_started = time.perf_counter()
 
     def sae(self, hook: str) -> Autoencoder:
         return self.saes[module_key(hook)]
 
-    def mse_scale(self, hook: str) -> float:
-        return float(getattr(self, f"mse_scale_{module_key(hook).replace('/', '_')}"))
+    def mse_scale(self, hook: str) -> Tensor:
+        return getattr(self, f"mse_scale_{module_key(hook).replace('/', '_')}")
 
     def setup(self, stage: str) -> None:
         if self.source is not None:
             self.source.to(self.device)
+        self.first_nonfinite = self.first_nonfinite.to(self.device)
+
+    @staticmethod
+    def record_firing(sae: Autoencoder, fired_counts: Tensor, n_tokens: int) -> None:
+        """Firing statistics of all ranks' batches (each rank reads its own contexts), so every
+        rank keeps the same statistics and dead-latent masks; batches are equal in size."""
+        _, world = distributed_rank()
+        if world > 1:
+            fired_counts = fired_counts.clone()
+            torch.distributed.all_reduce(fired_counts)
+        record_firing(sae, fired_counts, n_tokens * world)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         total = 0
         n_tokens = len(next(iter(batch.values())))
         logs: dict[str, Tensor | float] = {}
         for hook, x in batch.items():
-            sae = self.sae(hook)
-            out = self.recipe.loss(sae, x, self.mse_scale(hook))
-            if not torch.isfinite(out.loss):
-                raise UserError(
-                    f"non-finite loss ({out.loss.item()}) at step {self.global_step} for {hook}; "
-                    "stopped. The last good checkpoint is in the run's checkpoints/ folder "
-                    "(resume with ckpt_path=...); try a lower train.lr"
-                )
+            sae, i = self.sae(hook), self.hook_names.index(hook)
+            out = self.recipe.loss(sae, x, self.mse_scale(hook), self.record_firing)
+            first = self.first_nonfinite[i]
+            bad = ~torch.isfinite(out.loss) & (first < 0)
+            self.first_nonfinite[i] = torch.where(bad, self.global_step, first)
             total = total + out.loss
-            with torch.no_grad():  # tokens since each latent last fired
-                sae.stats_last_nonzero += n_tokens
-                sae.stats_last_nonzero[out.fired] = 0
             dead = sae.stats_last_nonzero > getattr(self.recipe, "dead_tokens", 10_000_000)
             prefix = f"train/{hook}/" if len(batch) > 1 else "train/"
             logs.update({prefix + k: v for k, v in out.logs.items()})
             logs[prefix + "loss"] = out.loss.detach()
-            logs[prefix + "l0"] = len(out.fired) / n_tokens
+            logs[prefix + "l0"] = out.fired_counts.sum() / n_tokens
             logs[prefix + "dead_fraction"] = dead.float().mean()
-        self.tokens_seen += n_tokens
+        done = self.global_step + 1
+        if done >= self.total_steps or any(done % n == 0 for n in self.finite_checks):
+            self.check_finite()  # before this step's checkpoint can be written
+        self.tokens_seen += n_tokens * distributed_rank()[1]
         now = time.perf_counter()
         logs["tokens_per_s"] = n_tokens / max(now - self._step_started, 1e-9)
         self._step_started = now
-        logs["tokens_seen"] = float(self.tokens_seen)
+        logs["tokens_seen"] = self.tokens_seen.float()
         logs["lr"] = self.optimizers().param_groups[0]["lr"]
         self.log_dict(logs, prog_bar=False)
         self.log("tok/s", logs["tokens_per_s"], prog_bar=True, logger=False)
@@ -112,6 +131,17 @@ class SAETraining(L.LightningModule):
         if self.histogram_every_n_steps and self.global_step % self.histogram_every_n_steps == 0:
             self.log_density_histograms()
         return total
+
+    def check_finite(self) -> None:
+        """Stop (before any checkpoint holds its weights) if a loss since the last check was
+        not finite: the training step's one host sync, and only at the checks."""
+        for hook, step in zip(self.hook_names, self.first_nonfinite.tolist(), strict=True):
+            if step >= 0:
+                raise UserError(
+                    f"non-finite loss at step {step} for {hook}; stopped. The last good "
+                    "checkpoint is in the run's checkpoints/ folder (resume with "
+                    "ckpt_path=...); try a lower train.lr"
+                )
 
     def on_after_backward(self) -> None:
         for sae in self.saes.values():

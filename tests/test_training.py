@@ -141,6 +141,81 @@ def test_auxk_revives_latents_dead_at_initialisation():
     assert alive_in_quiet_half(with_aux) > 2 * alive_in_quiet_half(without)
 
 
+def test_auxk_reads_the_dead_mask_after_this_batchs_firing_is_recorded():
+    """Latent 4 was dead but fires in this batch: not dead for this batch's AuxK. Latent 5
+    crosses `dead_tokens` exactly in this batch: dead for it. AuxK written out by hand."""
+    g = torch.Generator().manual_seed(0)
+    n, d, n_tokens, dead_tokens = 6, 4, 8, 1000
+    sae, _ = TopK(k=1, normalize=False).build(n, d, torch.randn(64, d, generator=g), seed=0)
+    with torch.no_grad():
+        sae.latent_bias.copy_(torch.tensor([0.0, 0, 0, 0, 10.0, 0.5]))  # 4 always wins top-1
+        sae.W_enc[5] *= 0.01  # 5 never wins, but its pre-activation stays positive
+        sae.stats_last_nonzero.copy_(
+            torch.tensor([0, 0, 0, 0, dead_tokens + 100, dead_tokens - n_tokens + 1])
+        )
+    x = torch.randn(n_tokens, d, generator=g)
+    recipe = TopK(k=1, k_aux=2, auxk_coef=0.5, dead_tokens=dead_tokens, normalize=False)
+    out = recipe.loss(sae, x, 1.0)
+
+    W_enc, W_dec = sae.W_enc.detach().double(), sae.W_dec.detach().double()
+    b_pre, b_lat, xd = sae.pre_bias.detach().double(), sae.latent_bias.detach().double(), x.double()
+    pre = (xd - b_pre) @ W_enc.T + b_lat
+    assert (pre.argmax(-1) == 4).all() and (pre[:, 5] > 0).all()
+    residual = xd - (pre[:, 4:5].clamp_min(0) * W_dec[4] + b_pre)
+    aux = pre[:, 5:6].clamp_min(0) * W_dec[5]  # only latent 5 is dead; the other pick is 0
+    expected = ((aux - residual) ** 2).mean() / ((residual - residual.mean(0)) ** 2).mean()
+    assert out.logs["auxk_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert sae.stats_last_nonzero.tolist() == [n_tokens] * 4 + [0, dead_tokens + 1]
+    assert out.fired_counts.tolist() == [0, 0, 0, 0, n_tokens, 0]
+
+
+def test_a_training_step_never_waits_for_the_device(monkeypatch):
+    """No `.item()`, `bool(t)` or `int(t)` in a TopK step with AuxK (the CPU stand-in for
+    CUDA's sync debug mode), except the finite-loss check at its interval."""
+    data = SparseDictionary()
+    recipe = TopK(k=8, k_aux=64, dead_tokens=1024, normalize=False)
+    sae, scale = recipe.build(512, D, data.batch(4096, torch.Generator().manual_seed(9)), 0)
+    with torch.no_grad():
+        sae.stats_last_nonzero[:256] = 5000  # half dead: the AuxK path runs
+    module = SAETraining(
+        None,
+        {"syn": sae},
+        {"syn": scale},
+        {"syn": 0},
+        recipe,
+        {},
+        total_steps=10,
+        finite_check_every_n_steps=5,
+        histogram_every_n_steps=0,
+    )
+    original, steps = SAETraining.training_step, []
+
+    def guarded(self, batch, batch_idx):
+        def sync(*args):
+            raise AssertionError(f"host sync in training step {self.global_step}")
+
+        with monkeypatch.context() as m:
+            if (self.global_step + 1) % 5:  # steps 4 and 9 check the loss
+                for name in ("item", "__bool__", "__int__", "tolist"):
+                    m.setattr(torch.Tensor, name, sync)
+            loss = original(self, batch, batch_idx)
+        steps.append(self.global_step)
+        return loss
+
+    monkeypatch.setattr(SAETraining, "training_step", guarded)
+    trainer = L.Trainer(
+        max_steps=10,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, train_dataloaders=data.stream(10, 1024))
+    assert steps == list(range(10))
+    assert sae.stats_last_nonzero[:256].max() < 5000  # statistics were updated every step
+
+
 def test_geometric_median_resists_outliers():
     points = torch.zeros(101, 3)
     points[:10] = 1000.0  # outliers drag the mean, not the median
@@ -268,9 +343,9 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(
     original = TopK.loss
     calls = {"n": 0}
 
-    def blows_up(self, sae, x, mse_scale):
+    def blows_up(self, sae, x, mse_scale, *record):
         calls["n"] += 1
-        out = original(self, sae, x, mse_scale)
+        out = original(self, sae, x, mse_scale, *record)
         if calls["n"] > 13:  # training steps 0-12 are fine
             out.loss = out.loss * float("nan")
         return out
@@ -280,7 +355,9 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(
         main([*TRAIN, "layer=0", "train.val_every_n_steps=0", "run_name=nan"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "non-finite loss (nan) at step 13" in err and "Traceback" not in err
+    assert (
+        "non-finite loss at step 13 for blocks.0.hook_resid_post" in err and "Traceback" not in err
+    )
     checkpoints = tmp_path / "logs" / "train" / "runs" / "nan" / "checkpoints"
     assert (checkpoints / "last.ckpt").is_file()
     assert not list(checkpoints.glob("*.partial"))
