@@ -18,7 +18,8 @@ DESCRIPTION = """Serve the viewer on 127.0.0.1 and open it in the browser.
 DIR: an export written by `saelab export`, a directory of OpenAI's viewer files
 (<atom>.json), or evaluation results for the runs dashboard (a `saelab sweep` or multirun
 folder with sweep.json, or a `saelab eval` run folder with metrics.json). Overrides such as
-experiment=tiny (or model=... sae=... layer=... location=...) load a model and SAE for the prompt view. Ctrl-C stops the server."""
+experiment=tiny (or model=... sae=... layer=... location=...) load a model and SAE for the
+prompt view. Ctrl-C stops the server."""
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
