@@ -15,9 +15,11 @@ from pathlib import Path
 from saelab.errors import UserError, exit_with
 
 DESCRIPTION = """Serve the viewer on 127.0.0.1 and open it in the browser.
-DIR: an export written by `saelab export`, or a directory of OpenAI's viewer files
-(<atom>.json). Overrides such as experiment=tiny (or model=... sae=... layer=... location=...)
-load a model and SAE for the prompt view. Ctrl-C stops the server."""
+DIR: an export written by `saelab export`, a directory of OpenAI's viewer files
+(<atom>.json), or evaluation results for the runs dashboard (a `saelab sweep` or multirun
+folder with sweep.json, or a `saelab eval` run folder with metrics.json). Overrides such as
+experiment=tiny (or model=... sae=... layer=... location=...) load a model and SAE for the
+prompt view. Ctrl-C stops the server."""
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -40,10 +42,11 @@ def serve(argv: list[str]):
     """Build the server (not yet serving): the part tests drive in-process."""
     from saelab.checkpoints import default_cache_dir
     from saelab.server.app import ViewerServer
-    from saelab.server.runs import open_run
+    from saelab.server.runs import nested_exports, open_run
 
     args = parse(argv)
     runs = [open_run(i, d) for i, d in enumerate(args.dirs)]
+    runs += nested_exports(runs)
     engine = None
     if args.overrides:
         from saelab.server.prompt import build_engine
@@ -72,7 +75,8 @@ def main(argv: list[str]) -> None:
         server, args = serve(argv)
     except UserError as error:
         exit_with(error)
-    kinds = ", ".join(f"{run.kind} {run.path}" for run in server.runs) or "no directories"
+    given = [run for run in server.runs if run.parent is None]
+    kinds = ", ".join(f"{run.kind} {run.path}" for run in given) or "no directories"
     print(f"saelab view: {kinds}", file=sys.stderr)
     if server.prompt:
         print(f"saelab view: prompt view on {server.prompt_info['hook']}", file=sys.stderr)

@@ -1,4 +1,6 @@
-"""What a served directory is: a saelab export, or a directory of OpenAI's viewer files.
+"""What a served directory is: a saelab export, a directory of OpenAI's viewer files, or
+evaluation results (a sweep or multirun folder with `sweep.json`, or a single eval run folder
+with `metrics.json`) for the runs dashboard.
 
 Decided once at start-up, so bad input is one clear line before the server starts and the
 browser asks `/api/runs` instead of guessing from file names.
@@ -23,14 +25,20 @@ class Run:
 
     index: int
     path: Path
-    kind: str  # "export" or "openai"
+    kind: str  # "export", "openai" or "results"
     manifest: dict[str, Any] = field(default_factory=dict)
     atoms: list[int] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # results: one row per SAE
+    parent: int | None = None  # an export found inside a results folder: that folder's index
 
     def describe(self) -> dict[str, Any]:
         summary: dict[str, Any] = {"index": self.index, "path": str(self.path), "kind": self.kind}
+        if self.parent is not None:
+            summary["parent"] = self.parent
         if self.kind == "export":
             summary["manifest"] = self.manifest
+        elif self.kind == "results":
+            summary["rows"] = self.rows
         else:
             summary["atoms"] = self.atoms
         return summary
@@ -51,6 +59,8 @@ def open_run(index: int, directory: str | Path) -> Run:
         if not str(data.get("schema", "")).startswith("saelab-export/"):
             raise UserError(f"{manifest} is not a saelab export manifest (no saelab-export schema)")
         return Run(index, path, "export", manifest=data)
+    if (path / "sweep.json").is_file() or (path / "metrics.json").is_file():
+        return Run(index, path, "results", rows=result_rows(path))
     atoms = sorted(int(m.group(1)) for p in path.iterdir() if (m := ATOM_FILE.match(p.name)))
     if atoms:
         return Run(index, path, "openai", atoms=atoms)
@@ -61,5 +71,108 @@ def open_run(index: int, directory: str | Path) -> Run:
         )
     raise UserError(
         f"{directory} is not a saelab export (no manifest.json) nor a directory of OpenAI "
-        "viewer files (<atom>.json); pass the directory saelab export printed"
+        "viewer files (<atom>.json) nor evaluation results (sweep.json or metrics.json); "
+        "pass the directory saelab export, eval or sweep printed"
     )
+
+
+# -- evaluation results: rows for the runs dashboard -------------------------------------------
+ROW_KEYS = ("model", "hook", "layer", "location", "sae_source", "sae_k", "n_tokens")
+
+
+def read_json(path: Path, root: Path) -> Any:
+    """JSON at `path` if it resolves inside `root` (symlinks followed), else None."""
+    try:
+        resolved = path.resolve()
+        if not resolved.is_relative_to(root) or not resolved.is_file():
+            return None
+        return json.loads(resolved.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def inside(root: Path, relative: Any) -> Path | None:
+    """`root/relative` for a relative path string that stays inside `root`, else None."""
+    if not isinstance(relative, str) or "\x00" in relative or relative.startswith(("/", "\\")):
+        return None
+    target = (root / relative).resolve()
+    return target if target.is_relative_to(root) else None
+
+
+def family_of(run: str, sae_source: Any) -> str:
+    """The SAE family: the sweep folder's first part (`<family>/<location>/<layer>`), else the
+    folder above the location in a zoo or local path (`.../saes/<family>/<location>/<n>.pt`),
+    else the file or URL's last part."""
+    parts = [p for p in run.split("/") if p]
+    if len(parts) == 3:
+        return parts[0]
+    source = str(sae_source or "").rstrip("/")
+    pieces = [p for p in re.split(r"[/\\]", source) if p]
+    if len(pieces) >= 3 and "saes" in pieces[:-2]:
+        return pieces[pieces.index("saes") + 1]
+    return pieces[-1] if pieces else "sae"
+
+
+def row_from_metrics(run: str, data: Any) -> dict[str, Any] | None:
+    if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
+        return None
+    provenance = data.get("provenance") if isinstance(data.get("provenance"), dict) else {}
+    row: dict[str, Any] = {"run": run, **{k: provenance.get(k) for k in ROW_KEYS}}
+    row.update({k: v for k, v in data["metrics"].items() if isinstance(v, (int, float))})
+    row["sae_sha256"] = provenance.get("sae_sha256")
+    return row
+
+
+def result_rows(root: Path) -> list[dict[str, Any]]:
+    """One row per SAE from `sweep.json` (a sweep or multirun), else from the `metrics.json`
+    of a single run or of the run folders below (an unfinished multirun). Reads nothing
+    outside `root`: a row whose folder leaves it is dropped."""
+    rows: list[dict[str, Any]] = []
+    summary = read_json(root / "sweep.json", root)
+    if isinstance(summary, list):
+        for entry in summary:
+            if not isinstance(entry, dict) or (folder := inside(root, entry.get("run"))) is None:
+                continue
+            run = folder.relative_to(root).as_posix()
+            row = {k: v for k, v in entry.items() if isinstance(v, (str, int, float, type(None)))}
+            row["run"] = "" if run == "." else run
+            metrics = read_json(folder / "metrics.json", root) or {}
+            provenance = metrics.get("provenance") if isinstance(metrics, dict) else None
+            row["sae_sha256"] = (provenance or {}).get("sae_sha256")
+            rows.append(row)
+    else:
+        candidates = [root / "metrics.json", *sorted(root.glob("*/metrics.json"))]
+        candidates += sorted(root.glob("*/*/*/metrics.json"))
+        for path in candidates:
+            run = path.parent.relative_to(root).as_posix()
+            row = row_from_metrics("" if run == "." else run, read_json(path, root))
+            if row is not None:
+                rows.append(row)
+    for row in rows:
+        row["family"] = family_of(row["run"], row.get("sae_source"))
+        manifest = root / row["run"] / "export" / "manifest.json"
+        row["has_export"] = read_json(manifest, root) is not None
+    return rows
+
+
+def nested_exports(runs: list[Run]) -> list[Run]:
+    """Exports inside served results folders (`<run>/export/manifest.json`), served too so the
+    dashboard can link to their feature pages; each row gets `export`: the export's index."""
+    found: list[Run] = []
+    by_sha = {r.manifest.get("sae", {}).get("sha256"): r.index for r in runs if r.kind == "export"}
+    for run in runs:
+        if run.kind != "results":
+            continue
+        for row in run.rows:
+            if row.pop("has_export", False):
+                try:
+                    nested = open_run(len(runs) + len(found), run.path / row["run"] / "export")
+                except UserError:
+                    continue
+                if nested.kind == "export" and nested.path.is_relative_to(run.path):
+                    nested.parent = run.index
+                    found.append(nested)
+                    row["export"] = nested.index
+            elif row.get("sae_sha256") and row["sae_sha256"] in by_sha:
+                row["export"] = by_sha[row["sae_sha256"]]
+    return found

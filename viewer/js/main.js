@@ -1,10 +1,11 @@
 // Hash routes: #/ (served directories), #/r/<n> (latent list), #/r/<n>/l/<id> (latent page),
-// #/prompt (prompt view), #/remote/<subject>/<path>/<atom> (OpenAI's public viewer files).
+// #/runs (runs dashboard), #/prompt (prompt view), #/remote/<subject>/<path>/<atom> (OpenAI's public viewer files).
 import { h, section } from "./dom.js";
 import { getJSON, run as getRun, runFile, runs as getRuns, vocab } from "./api.js";
 import { renderList } from "./list.js";
 import { fromExport, fromOpenAI, renderLatent } from "./latent.js";
 import { renderPrompt } from "./prompt.js";
+import { renderRuns } from "./runs.js";
 
 const app = document.getElementById("app");
 const go = (hash) => { location.hash = hash; };
@@ -14,9 +15,12 @@ function exportFor(runs, prompt) {
   return same?.index ?? null; // links only into an export of the very same SAE
 }
 
+const given = (runs) => runs.filter((r) => r.parent == null); // not the exports found inside results
+const describe = (r) => (r.kind === "export" ? `${r.manifest.model} · ${r.manifest.hook}` : r.kind === "results" ? `runs: ${r.rows.length} SAE${r.rows.length === 1 ? "" : "s"}` : `OpenAI viewer files (${r.atoms.length})`);
+
 async function home() {
   const { runs, prompt } = await getRuns();
-  const items = runs.map((r) => h("li", {}, h("a", { href: `#/r/${r.index}` }, r.kind === "export" ? `${r.manifest.model} · ${r.manifest.hook}` : `OpenAI viewer files (${r.atoms.length})`), " ", h("span", { class: "muted" }, r.path)));
+  const items = given(runs).map((r) => h("li", {}, h("a", { href: r.kind === "results" ? "#/runs" : `#/r/${r.index}` }, describe(r)), " ", h("span", { class: "muted" }, r.path)));
   const subject = h("input", { value: "gpt2-small", size: 12, "aria-label": "subject" });
   const path = h("input", { value: "v5_32k/layer_8/resid_post_mlp", size: 30, "aria-label": "path" });
   const atom = h("input", { value: "0", type: "number", min: 0, class: "small", "aria-label": "atom" });
@@ -57,6 +61,7 @@ async function route() {
   const parts = location.hash.replace(/^#\/?/, "").split("/").filter(Boolean).map(decodeURIComponent);
   if (parts[0] === "r") {
     const run = await getRun(parts[1]);
+    if (run.kind === "results") return renderRuns((await getRuns()).runs);
     if (parts[2] === "l") return latentPage(run, Number(parts[3]));
     return run.kind === "export" ? renderList(run, go) : openaiList(run);
   }
@@ -66,13 +71,20 @@ async function route() {
     return renderPrompt(prompt, exportFor(runs, prompt));
   }
   if (parts[0] === "remote") return remotePage(parts.slice(1));
+  if (parts[0] === "runs") return renderRuns((await getRuns()).runs);
+  const { runs } = await getRuns();
+  const top = given(runs);
+  if (top.length && top.every((r) => r.kind === "results")) return renderRuns(runs); // only runs: the dashboard
   return home();
 }
 
 async function navigation() {
   const { runs, prompt } = await getRuns();
   const nav = document.getElementById("nav");
-  nav.replaceChildren(...[...runs.map((r) => h("a", { href: `#/r/${r.index}` }, r.kind === "export" ? `${r.manifest.hook ?? "export"}` : "OpenAI files")), prompt ? h("a", { href: "#/prompt" }, "prompt") : null].filter(Boolean));
+  const top = given(runs);
+  const dashboard = top.some((r) => r.kind === "results") ? h("a", { href: "#/runs", class: "nav-runs" }, "runs") : null;
+  const others = top.filter((r) => r.kind !== "results").map((r) => h("a", { href: `#/r/${r.index}` }, r.kind === "export" ? `${r.manifest.hook ?? "export"}` : "OpenAI files"));
+  nav.replaceChildren(...[dashboard, ...others, prompt ? h("a", { href: "#/prompt" }, "prompt") : null].filter(Boolean));
 }
 
 async function render() {
