@@ -45,6 +45,24 @@ class BufferedStream:
         self.buffer_contexts = min(buffer_contexts, n_contexts)
         self.start_batch = 0
         self.device = torch.device("cpu")
+        self.rank, self.world = 0, 1
+
+    def shard(self, rank: int, world: int) -> None:
+        """Read only contexts `rank`, `rank + world`, ... (of the first multiple of `world`):
+        DDP ranks see disjoint contexts, equally many, so they step together."""
+        if self.n_contexts < world:
+            raise UserError(
+                f"{self.n_contexts} training contexts cannot be shared by {world} processes"
+            )
+        self.rank, self.world = rank, world
+        self.n_contexts //= world
+        self.buffer_contexts = min(self.buffer_contexts, self.n_contexts)
+
+    def contexts(self, index: int) -> slice:
+        """Positions, in the unsharded stream, of the `index`-th buffer's contexts."""
+        start = (index * self.buffer_contexts) * self.world + self.rank
+        count = min(self.buffer_contexts, self.n_contexts - index * self.buffer_contexts)
+        return slice(start, start + count * self.world, self.world)
 
     def buffer(self, index: int) -> dict[str, Tensor]:
         """Activations of the `index`-th group of `buffer_contexts` contexts, in order."""
@@ -121,8 +139,7 @@ class ModelActivations(BufferedStream):
         return {hook: torch.cat(parts) for hook, parts in chunks.items()}
 
     def buffer(self, index: int) -> dict[str, Tensor]:
-        start = index * self.buffer_contexts
-        return self.collect(self.tokens[start : start + self.buffer_contexts])
+        return self.collect(self.tokens[self.contexts(index)])
 
     def cache_bytes(self, dtype: str) -> int:
         rows = self.n_contexts * self.tokens_per_context
@@ -134,6 +151,8 @@ class ModelActivations(BufferedStream):
         Arrays are written under temporary names and renamed; the manifest is written last, so a
         directory with a manifest is complete.
         """
+        if self.world > 1:
+            raise ValueError("write the activation cache from the unsharded stream")
         directory.mkdir(parents=True, exist_ok=True)
         rows = self.n_contexts * self.tokens_per_context
         partial = {hook: directory / f".{hook}.npy.partial" for hook in self.hooks}
@@ -211,10 +230,9 @@ class CachedActivations(BufferedStream):
         self.arrays = {h: np.load(Path(directory) / f"{h}.npy", mmap_mode="r") for h in hooks}
 
     def buffer(self, index: int) -> dict[str, Tensor]:
-        rows = self.buffer_contexts * self.tokens_per_context
-        return {
-            hook: torch.from_numpy(np.array(array[index * rows : (index + 1) * rows]))
-            .float()
-            .to(self.device)
-            for hook, array in self.arrays.items()
-        }
+        acts = {}
+        for hook, array in self.arrays.items():
+            width = array.shape[1]
+            contexts = array.reshape(-1, self.tokens_per_context, width)[self.contexts(index)]
+            acts[hook] = torch.from_numpy(np.array(contexts)).reshape(-1, width).float()
+        return {hook: a.to(self.device) for hook, a in acts.items()}

@@ -141,36 +141,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     recipe: Recipe = build(cfg.recipe)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
 
-    stream, val = activations_and_validation(cfg, model, hooks)
-    total_steps = len(stream)
-    if total_steps < 1:
-        raise UserError(
-            f"train.n_tokens={cfg.train.n_tokens} is less than one batch "
-            f"(train.batch_size={cfg.train.batch_size} tokens)"
-        )
-
-    # initialise each SAE on a sample of its activations (OpenAI's init needs the data)
-    sample = {hook: acts[: cfg.train.init_tokens] for hook, acts in stream.buffer(0).items()}
-    fitted = {
-        hook: recipe.build(cfg.sae.n_latents, acts.shape[-1], acts, seed=cfg.seed + i)
-        for i, (hook, acts) in enumerate(sample.items())
-    }
-    plugins = {hook: build_plugins(cfg.evals) for hook in hooks}
-    module = SAETraining(
-        model,
-        {h: sae for h, (sae, _) in fitted.items()},
-        {h: scale for h, (_, scale) in fitted.items()},
-        hooks,
-        recipe,
-        plugins,
-        lr=cfg.train.lr,
-        warmup_steps=cfg.train.warmup_steps,
-        decay_fraction=cfg.train.decay_fraction,
-        total_steps=total_steps,
-        histogram_every_n_steps=cfg.train.histogram_every_n_steps,
-        checkpoint_every_n_steps=cfg.train.checkpoint_every_n_steps,
-    )
-
     checkpoints = out_dir / "checkpoints"
     ckpt_path = checkpoint_path(cfg, checkpoints)
     callbacks = [
@@ -190,12 +160,44 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         cfg.trainer,
         logger=logger or False,
         callbacks=callbacks,
-        max_steps=total_steps,
+        max_steps=-1,  # set below, once the stream is sharded over the trainer's ranks
         max_epochs=1,
         plugins=[AtomicCheckpointIO()],
         enable_checkpointing=True,
         val_check_interval=cfg.train.val_every_n_steps or None,
         limit_val_batches=1.0 if cfg.train.val_every_n_steps else 0,
+    )
+    stream, val = activations_and_validation(cfg, model, hooks)
+    # every rank initialises from the same (unsharded) sample, then reads its own contexts
+    sample = {hook: acts[: cfg.train.init_tokens] for hook, acts in stream.buffer(0).items()}
+    stream.shard(trainer.global_rank, trainer.world_size)
+    total_steps = len(stream)
+    if total_steps < 1:
+        raise UserError(
+            f"train.n_tokens={cfg.train.n_tokens} is less than one batch "
+            f"(train.batch_size={cfg.train.batch_size} tokens)"
+        )
+    trainer.fit_loop.epoch_loop.max_steps = total_steps
+
+    # initialise each SAE on a sample of its activations (OpenAI's init needs the data)
+    fitted = {
+        hook: recipe.build(cfg.sae.n_latents, acts.shape[-1], acts, seed=cfg.seed + i)
+        for i, (hook, acts) in enumerate(sample.items())
+    }
+    plugins = {hook: build_plugins(cfg.evals) for hook in hooks}
+    module = SAETraining(
+        model,
+        {h: sae for h, (sae, _) in fitted.items()},
+        {h: scale for h, (_, scale) in fitted.items()},
+        hooks,
+        recipe,
+        plugins,
+        lr=cfg.train.lr,
+        warmup_steps=cfg.train.warmup_steps,
+        decay_fraction=cfg.train.decay_fraction,
+        total_steps=total_steps,
+        histogram_every_n_steps=cfg.train.histogram_every_n_steps,
+        checkpoint_every_n_steps=cfg.train.checkpoint_every_n_steps,
     )
     trainer.fit(module, datamodule=TrainData(stream, val), ckpt_path=ckpt_path)
 

@@ -147,7 +147,11 @@ class SAETraining(L.LightningModule):
         for sae in self.saes.values():
             self.recipe.project_decoder_grad(sae)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """Decoder rows are renormalised right after the update: in `on_train_batch_end` it
+        ran after the checkpoint callback, so a checkpoint held un-normalised rows and a run
+        resumed from it diverged from an uninterrupted one."""
+        super().optimizer_step(*args, **kwargs)
         for sae in self.saes.values():
             self.recipe.normalize_decoder(sae)
 

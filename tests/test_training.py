@@ -431,3 +431,86 @@ def test_auxk_reads_the_dead_mask_after_this_batch_updates_the_statistics():
     aux_recons = aux_latents @ sae.W_dec
     expected = (aux_recons - residual).pow(2).mean() / (residual - residual.mean(0)).pow(2).mean()
     assert out.logs["auxk_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_ranks_read_disjoint_contexts_whose_union_is_one_process(tiny_model):
+    from saelab.activations import ModelActivations
+
+    tokens = torch.arange(10 * 16).reshape(10, 16) % 512
+    hooks = {"blocks.0.hook_resid_post": 0}
+
+    def contexts_read(rank: int, world: int) -> list[int]:
+        stream = ModelActivations(tiny_model, hooks, tokens, 60, buffer_contexts=3, seed=1)
+        if world > 1:
+            stream.shard(rank, world)
+        n_buffers = len(stream.buffer_batches())
+        return [
+            int(row[0]) // 16 for i in range(n_buffers) for row in stream.tokens[stream.contexts(i)]
+        ]
+
+    one = contexts_read(0, 1)
+    ranks = [contexts_read(rank, 2) for rank in (0, 1)]
+    assert sorted(one) == list(range(10)) and len(ranks[0]) == len(ranks[1]) == 5
+    assert not set(ranks[0]) & set(ranks[1])
+    assert sorted(ranks[0] + ranks[1]) == sorted(one)
+
+
+def test_ddp_training_counts_every_rank(tmp_path):
+    """Two CPU processes: half the steps each, tokens seen summed over both ranks."""
+    args = [*TRAIN, "layer=0", "train.val_every_n_steps=0", "train.n_tokens=8192"]
+    env = {**__import__("os").environ, "PYTHONWARNINGS": "ignore"}
+    for name, extra in (("one", []), ("two", ["trainer=ddp", "trainer.devices=2"])):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "saelab",
+                *args,
+                f"run_name={name}",
+                "trainer.accelerator=cpu",
+                *extra,
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr
+    runs = tmp_path / "logs" / "train" / "runs"
+    one, two = (
+        json.loads((runs / n / "train.json").read_text())["provenance"] for n in ("one", "two")
+    )
+    # 512 contexts of 15 tokens: buffers of 256 give 15 + 15 batches; per rank 256 -> 15
+    assert (one["steps"], two["steps"]) == (30, 15)
+    assert one["n_tokens"] == two["n_tokens"] == 30 * 256
+
+
+def test_resume_after_a_real_kill_is_exact(tmp_path):
+    """SIGKILL a training subprocess after its first periodic checkpoint (two hooks), resume
+    with resume=true: every saved tensor equals an uninterrupted run's, bit for bit."""
+    import os
+    import signal
+    import time
+
+    args = [sys.executable, "-m", "saelab", *TRAIN, "layer=[0,1]", "train.val_every_n_steps=0"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    runs = tmp_path / "logs" / "train" / "runs"
+    subprocess.run([*args, "run_name=whole"], cwd=tmp_path, env=env, check=True, timeout=600)
+    process = subprocess.Popen([*args, "run_name=killed"], cwd=tmp_path, env=env)
+    checkpoints = runs / "killed" / "checkpoints"
+    while not list(checkpoints.glob("*step=10.ckpt")) and process.poll() is None:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (runs / "killed" / "saes").exists()  # killed mid-run
+    subprocess.run(
+        [*args, "run_name=killed", "resume=true"], cwd=tmp_path, env=env, check=True, timeout=600
+    )
+    for hook in ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post"):
+        whole = torch.load(runs / "whole" / "saes" / hook / "sae.pt", weights_only=True)
+        resumed = torch.load(runs / "killed" / "saes" / hook / "sae.pt", weights_only=True)
+        tensors = [k for k, v in whole.items() if isinstance(v, torch.Tensor)]
+        assert "stats_last_nonzero" in tensors
+        for name in tensors:
+            assert torch.equal(resumed[name], whole[name]), (hook, name)
