@@ -86,13 +86,15 @@ def checkpoint_path(cfg: DictConfig, checkpoints: Path) -> str | None:
     if cfg.get("ckpt_path"):  # checked by check_train
         return str(cfg.ckpt_path)
     if cfg.get("resume"):
-        last = checkpoints / "last.ckpt"
-        if not last.is_file():
+        # the newest file: a kill between the periodic checkpoint and last.ckpt leaves the
+        # periodic one newer (both are written atomically)
+        saved = list(checkpoints.glob("*.ckpt")) if checkpoints.is_dir() else []
+        if not saved:
             raise UserError(
-                f"resume=true but there is no {last}: pass the run_name= of the run "
-                "to resume, or ckpt_path=<file>"
+                f"resume=true but there is no {checkpoints / 'last.ckpt'}: pass the run_name= "
+                "of the run to resume, or ckpt_path=<file>"
             )
-        return str(last)
+        return str(max(saved, key=lambda path: path.stat().st_mtime_ns))
     return None
 
 
