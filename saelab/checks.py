@@ -78,6 +78,11 @@ def check_eval(cfg: DictConfig) -> None:
 def check_train(cfg: DictConfig) -> None:
     """Everything `saelab train` can check before the model loads."""
     apply(cfg, DATA_RULES + TRAIN_RULES)
+    if cfg.train.n_tokens < cfg.train.batch_size:
+        raise UserError(
+            f"train.n_tokens={cfg.train.n_tokens} is less than one batch "
+            f"(train.batch_size={cfg.train.batch_size} tokens)"
+        )
     if "k" in cfg.recipe:  # a TopK recipe keeps sae.k latents per token
         k, n_latents = cfg.sae.k, cfg.sae.n_latents
         if not (_int(k) and 1 <= k <= n_latents):

@@ -143,6 +143,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     recipe: Recipe = build(cfg.recipe)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
 
+    stream, val = activations_and_validation(cfg, model, hooks)  # data errors before the loop
     checkpoints = out_dir / "checkpoints"
     ckpt_path = checkpoint_path(cfg, checkpoints)
     callbacks = [
@@ -169,7 +170,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         val_check_interval=cfg.train.val_every_n_steps or None,
         limit_val_batches=1.0 if cfg.train.val_every_n_steps else 0,
     )
-    stream, val = activations_and_validation(cfg, model, hooks)
     # every rank initialises from the same (unsharded) sample, then reads its own contexts
     sample = {hook: acts[: cfg.train.init_tokens] for hook, acts in stream.buffer(0).items()}
     stream.shard(trainer.global_rank, trainer.world_size)
