@@ -21,13 +21,13 @@ from saelab.export.writer import Sets, intervals
 B, T, D, N_LATENTS, VOCAB = 6, 12, 16, 40, 50
 
 
-def run_plugin(sae: Autoencoder, n_batches: int = 4, **options):
+def run_plugin(sae: Autoencoder, n_batches: int = 4, vocab: int = VOCAB, **options):
     """The plugin over random batches, and the dense latents [contexts, T, n] it saw."""
     torch.manual_seed(0)
     plugin = Export(window=(3, 2), **options)
     plugin.setup(sae)
     dense = torch.zeros(n_batches * B, T, N_LATENTS)
-    tokens_all = torch.randint(0, VOCAB, (n_batches * B, T))
+    tokens_all = torch.randint(0, vocab, (n_batches * B, T))
     for i in range(n_batches):
         tokens = tokens_all[i * B : (i + 1) * B]
         mask = torch.ones(B, T, dtype=torch.bool)
@@ -75,12 +75,31 @@ def test_statistics_match_brute_force(sae):
         np.testing.assert_array_equal(plugin.hist[j].numpy(), expected)
 
 
+def window_text(tokens: torch.Tensor, ctx: int, pos: int, left: int, right: int) -> tuple:
+    """The tokens from `left` before `pos` to `right` after it, None outside the context."""
+    return tuple(
+        int(tokens[ctx, q]) if 0 <= q < T else None for q in range(pos - left, pos + right + 1)
+    )
+
+
+def brute_top(dense, tokens, j: int, m: int, dedup: int | None) -> list[float]:
+    """The `m` largest activations of latent j over all evaluated positions; with `dedup`,
+    only the largest of each distinct window text (`dedup` tokens left, 2 right)."""
+    best: dict = {}
+    for ctx in range(len(dense)):
+        for pos in range(1, T):
+            act = float(dense[ctx, pos, j])
+            if act > 0:
+                text = (ctx, pos) if dedup is None else window_text(tokens, ctx, pos, dedup, 2)
+                best[text] = max(best.get(text, 0.0), act)
+    return sorted(best.values(), reverse=True)[:m]
+
+
 def test_top_examples_are_the_top_with_their_windows(sae):
     plugin, dense, tokens = run_plugin(sae, n_top=5)
     top = plugin.top
     for j in range(N_LATENTS):
-        column = dense[:, 1:, j].flatten()
-        expected = column[column > 0].sort(descending=True).values[:5]
+        expected = torch.tensor(brute_top(dense, tokens, j, 5, dedup=3))
         kept = top.score[j] > -torch.inf
         torch.testing.assert_close(top.act[j][kept], expected)
         for s in kept.nonzero().flatten().tolist():
@@ -94,6 +113,34 @@ def test_top_examples_are_the_top_with_their_windows(sae):
             torch.testing.assert_close(
                 top.acts[j, s][inside].float(), dense[ctx, lo : hi + 1, j].half().float()
             )
+
+
+@pytest.mark.parametrize("dedup", [1, None])
+def test_top_examples_are_the_top_distinct_windows(sae, dedup):
+    """Few token ids: many windows repeat, so the distinct top differs from the plain top."""
+    plugin, dense, tokens = run_plugin(sae, vocab=2, n_top=5, dedup=dedup)
+    top, differs = plugin.top, 0
+    for j in range(N_LATENTS):
+        expected = brute_top(dense, tokens, j, 5, dedup)
+        kept = (top.score[j] > -torch.inf).nonzero().flatten().tolist()
+        torch.testing.assert_close(top.act[j][kept], torch.tensor(expected))
+        texts = {window_text(tokens, int(top.ctx[j, s]), int(top.pos[j, s]), 1, 2) for s in kept}
+        assert dedup is None or len(texts) == len(kept)
+        differs += expected != brute_top(dense, tokens, j, 5, None)
+    assert (differs > 0) == (dedup is not None)
+
+
+def test_sampled_examples_skip_repeated_windows(sae):
+    plugin, _, tokens = run_plugin(sae, vocab=2, n_intervals=3, per_interval=4, dedup=1)
+    sets, repeats = Sets(plugin.reservoir, left=3), 0
+    for j in range(N_LATENTS):
+        for examples in [b["examples"] for b in intervals(sets, j, 3, 4)]:
+            texts = [window_text(tokens, e["ctx"], e["pos"], 1, 2) for e in examples]
+            assert len(set(texts)) == len(texts)
+        kept = np.flatnonzero(sets.valid[j])
+        texts = [window_text(tokens, sets.ctx[j, s], sets.pos[j, s], 1, 2) for s in kept]
+        repeats += len(texts) - len(set(texts))
+    assert repeats > 0  # the reservoir itself keeps duplicates: it is a uniform sample
 
 
 def test_reservoir_is_a_sample_of_positive_events_and_intervals_hold_their_examples(sae):

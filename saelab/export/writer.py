@@ -44,6 +44,7 @@ class Sets:
         self.ctx = examples.ctx.cpu().numpy()
         self.doc = examples.doc.cpu().numpy()
         self.pos = examples.pos.cpu().numpy()
+        self.key = examples.key.cpu().numpy()
         self.tokens = examples.tokens.cpu().numpy()
         self.acts = round_acts(examples.acts.float().cpu().numpy())
         self.left = left
@@ -63,16 +64,25 @@ class Sets:
         }
 
 
+def distinct(sets: Sets, latent: int, slots: np.ndarray) -> np.ndarray:
+    """`slots` in order, less those whose window key an earlier slot has (near-identical)."""
+    _, first = np.unique(sets.key[latent, slots], return_index=True)
+    return slots[np.sort(first)]
+
+
 def intervals(reservoir: Sets, latent: int, n_intervals: int, per_interval: int) -> list[dict]:
     """Quantile intervals of the latent's reservoir (a uniform sample of its positive
-    events): sorted by activation, cut into `n_intervals` groups, `per_interval` from each."""
+    events): sorted by activation, cut into `n_intervals` groups, up to `per_interval` distinct
+    windows from each (the bounds count every sampled event, duplicates included)."""
     slots = np.flatnonzero(reservoir.valid[latent])
     slots = slots[np.argsort(reservoir.act[latent, slots], kind="stable")]
     bins: list[dict] = []
     if len(slots) == 0:
         return bins
     for group in np.array_split(slots, min(n_intervals, len(slots))):
-        chosen = group[np.linspace(0, len(group) - 1, min(per_interval, len(group))).astype(int)]
+        unique = distinct(reservoir, latent, group)
+        picks = np.linspace(0, len(unique) - 1, min(per_interval, len(unique))).astype(int)
+        chosen = unique[picks]
         bins.append(
             {
                 "lo": float(reservoir.act[latent, group[0]]),
@@ -176,7 +186,9 @@ def write_export(
             },
             "random": [
                 reservoir.example(i, int(s))
-                for s in np.flatnonzero(reservoir.valid[i])[: plugin.n_random]
+                for s in distinct(reservoir, i, np.flatnonzero(reservoir.valid[i]))[
+                    : plugin.n_random
+                ]
             ],
         }
         data = gzip.compress(json.dumps(record, separators=(",", ":")).encode(), mtime=0)
@@ -239,7 +251,8 @@ def write_export(
             "n_logits": plugin.n_logits,
             "n_neighbours": plugin.n_neighbours,
             "hist_edges": "log10",
-            "ablation": False,
+            "dedup": plugin.dedup,
+            "ablation": plugin.ablation,
         },
         "n_latents": n_latents,
         "bytes_per_latent": round(total_bytes / n_latents, 1),
