@@ -15,8 +15,10 @@ from saelab.cli import main
 from saelab.evals.base import EvalBatch
 from saelab.evaluation import encode_decode
 from saelab.export import Export, weights
+from saelab.export.ablation import ablation_effects
 from saelab.export.plugin import hist_edges
 from saelab.export.writer import Sets, intervals
+from tests.test_cli import FAST
 
 B, T, D, N_LATENTS, VOCAB = 6, 12, 16, 40, 50
 
@@ -251,3 +253,74 @@ def test_eval_with_export_writes_both(tmp_path: Path):
     density = np.load(out / "latent_density.npy")
     summary = json.loads((out / "export" / "latents.json").read_text())
     np.testing.assert_allclose(summary["density"], density)
+
+
+@pytest.mark.parametrize("location", ["resid_post_mlp", "mlp_post_act"])
+def test_ablation_effects_match_a_hooked_forward(tiny_model, location):
+    """Against the whole model run with a hook that removes the latent's share by hand."""
+    layer, T_ctx = 0, 16  # block 1's attention carries the change to later positions
+    hook = tiny_model.hook_name(location, layer)
+    sae = Autoencoder.random(32, tiny_model.width(location), k=4, seed=2).requires_grad_(False)
+    generator = torch.Generator().manual_seed(3)
+    contexts = torch.randint(0, tiny_model.vocab_size, (5, T_ctx), generator=generator)
+    examples = {
+        "latent": torch.tensor([3, 3, 17, 30, 0, 9]),
+        "ctx": torch.tensor([4, 0, 0, 2, 1, 4]),
+        "pos": torch.tensor([5, 15, 1, 9, 2, 13]),
+        "act": torch.tensor([2.0, 0.5, 3.0, 1.25, 4.0, 0.75]),
+    }
+    offsets = torch.arange(-3, 4)
+    loss_diff, kl = ablation_effects(
+        tiny_model, hook, layer, sae, contexts, examples, offsets, batch_size=4
+    )
+    bridge = tiny_model.bridge
+    for e in range(6):
+        latent, ctx, pos, act = (int(examples[k][e]) if k != "act" else float(examples[k][e])
+                                 for k in ("latent", "ctx", "pos", "act"))  # fmt: skip
+        tokens = contexts[ctx][None]
+
+        def remove(value: torch.Tensor, hook, pos=pos, latent=latent, act=act) -> torch.Tensor:
+            x = value[0, pos].double()
+            centred = x - x.sum() / len(x)
+            std = (centred.pow(2).sum() / (len(x) - 1)).sqrt()
+            value = value.clone()
+            value[0, pos] -= (act * sae.W_dec[latent].double() * std).to(value.dtype)
+            return value
+
+        with torch.no_grad():
+            clean = bridge.run_with_hooks(tokens, fwd_hooks=[])[0].double().log_softmax(-1)
+            ablated = bridge.run_with_hooks(tokens, fwd_hooks=[(hook, remove)])[0]
+        ablated = ablated.double().log_softmax(-1)
+        for w, q in enumerate((pos + offsets).tolist()):
+            if not 1 <= q < T_ctx:
+                expected_loss = expected_kl = 0.0
+            else:
+                target = int(tokens[0, q])
+                expected_loss = float(clean[q - 1, target] - ablated[q - 1, target])
+                expected_kl = float((clean[q - 1].exp() * (clean[q - 1] - ablated[q - 1])).sum())
+            assert float(loss_diff[e, w]) == pytest.approx(expected_loss, abs=1e-4)
+            assert float(kl[e, w]) == pytest.approx(expected_kl, abs=1e-4)
+    following = examples["pos"] + 1 < T_ctx
+    assert bool((kl[following, 4] > 1e-6).all())  # it changes the prediction of the next token
+
+
+def test_cli_export_with_ablation(tmp_path: Path, topk_checkpoint: Path):
+    out = tmp_path / "export"
+    main(["export", "model=random_gpt2", *FAST, "layer=1", "location=resid_post_mlp", "sae=file",
+          f"sae.path={topk_checkpoint}", "export.ablation=true", "export.n_top=3",
+          "export.format=openai", f"hydra.run.dir={out}"])  # fmt: skip
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["ablation"] is True
+    summary = json.loads((out / "latents.json").read_text())
+    live = [i for i, d in enumerate(summary["density"]) if d > 0]
+    assert live
+    for i in live[:20]:
+        record = json.loads(gzip.decompress((out / "latents" / f"{i}.json.gz").read_bytes()))
+        for example in record["top"]:
+            n, idx = len(example["tokens"]), example["idx"]
+            assert len(example["loss_diff"]) == len(example["kl"]) == n
+            assert example["kl"][: idx + 1] == [0.0] * (idx + 1)  # before the removal
+            assert all(kl >= -1e-4 for kl in example["kl"])
+        assert all("kl" not in e for e in record["random"])
+        sequence = json.loads((out / "openai" / f"{i}.json").read_text())["top"][0]
+        assert sequence["ablate_loss_diff"] == [*record["top"][0]["loss_diff"][1:], 0.0]

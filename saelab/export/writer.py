@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from torch import Tensor
 from tqdm import tqdm
 
 from saelab.export import weights
+from saelab.export.ablation import ablation_effects
 from saelab.export.openai_format import feature_info
 from saelab.export.vocab import token_bytes
 from saelab.io import atomic_write, write_json
@@ -48,6 +50,7 @@ class Sets:
         self.tokens = examples.tokens.cpu().numpy()
         self.acts = round_acts(examples.acts.float().cpu().numpy())
         self.left = left
+        self.effects: dict[str, np.ndarray] = {}  # loss_diff, kl [n, m, W] with ablation
 
     def example(self, latent: int, slot: int) -> dict[str, Any]:
         tokens = self.tokens[latent, slot]
@@ -61,7 +64,23 @@ class Sets:
             "act": float(self.act_rounded[latent, slot]),
             "tokens": tokens[inside].tolist(),
             "acts": self.acts[latent, slot][inside].tolist(),
+            **{name: e[latent, slot][inside].tolist() for name, e in self.effects.items()},
         }
+
+    def add_ablation(self, plugin: Export, context: ExportContext) -> None:
+        """Every kept example's loss change and KL with its latent removed (docs: ablation)."""
+        latent, slot = np.nonzero(self.valid)
+        picked = {"latent": latent, "ctx": self.ctx[latent, slot], "pos": self.pos[latent, slot]}
+        picked = {k: torch.from_numpy(v.astype(np.int64)) for k, v in picked.items()}
+        picked["act"] = torch.from_numpy(self.act[latent, slot])
+        offsets = torch.arange(-self.left, plugin.window[1] + 1)
+        found = ablation_effects(
+            context.model, context.hook, context.layer, plugin.sae, context.data.tokens,
+            picked, offsets, context.data.batch_size,
+        )  # fmt: skip
+        for name, values in zip(("loss_diff", "kl"), found, strict=True):
+            self.effects[name] = np.zeros(self.tokens.shape)
+            self.effects[name][latent, slot] = round_acts(values.numpy())
 
 
 def distinct(sets: Sets, latent: int, slots: np.ndarray) -> np.ndarray:
@@ -143,6 +162,8 @@ def write_export(
     }
     left = plugin.window[0]
     top, reservoir = Sets(plugin.top, left), Sets(plugin.reservoir, left)
+    if plugin.ablation:
+        top.add_ablation(plugin, context)
     edges = hist_edges().numpy()
     hist = plugin.hist.cpu().numpy()
     W_dec = plugin.sae.W_dec.detach()
