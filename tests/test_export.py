@@ -17,7 +17,7 @@ from saelab.evaluation import encode_decode
 from saelab.export import Export, weights
 from saelab.export.ablation import ablation_effects
 from saelab.export.plugin import hist_edges
-from saelab.export.writer import Sets, intervals
+from saelab.export.writer import Sets, intervals, round_acts
 from tests.test_cli import FAST
 
 B, T, D, N_LATENTS, VOCAB = 6, 12, 16, 40, 50
@@ -341,3 +341,11 @@ def test_cli_export_with_ablation(tmp_path: Path, topk_checkpoint: Path):
         assert all("kl" not in e for e in record["random"])
         sequence = json.loads((out / "openai" / f"{i}.json").read_text())["top"][0]
         assert sequence["ablate_loss_diff"] == [*record["top"][0]["loss_diff"][1:], 0.0]
+
+
+def test_rounded_activations_keep_four_significant_digits():
+    values = np.random.default_rng(0).lognormal(0, 3, size=(5, 7)).astype(np.float16)
+    values[1, 2] = 0
+    rounded = round_acts(values, chunk=4)  # chunks that cut across rows
+    expected = [[float(f"{float(v):.4g}") for v in row] for row in values]
+    assert rounded.tolist() == expected

@@ -28,12 +28,18 @@ SCHEMA = "saelab-export/1"
 SEARCH_PER_TOKEN = 50
 
 
-def round_acts(acts: np.ndarray) -> np.ndarray:
-    """To 4 significant digits (float16 carries about 3.3), so the JSON stays short."""
-    acts = acts.astype(np.float64)
-    magnitude = np.floor(np.log10(np.abs(acts), where=acts != 0, out=np.ones_like(acts)))
-    scale = 10.0 ** (3 - magnitude)
-    return np.where(acts != 0, np.round(acts * scale) / scale, 0.0)
+def round_acts(acts: np.ndarray, chunk: int = 1 << 22) -> np.ndarray:
+    """To 4 significant digits (float16 carries about 3.3), so the JSON stays short; float64
+    (so that JSON prints the short decimal), computed `chunk` values at a time so that its
+    temporaries stay small next to every latent's example windows."""
+    flat = acts.reshape(-1)
+    out = np.empty(flat.shape)
+    for start in range(0, len(flat), chunk):
+        part = flat[start : start + chunk].astype(np.float64)
+        magnitude = np.floor(np.log10(np.abs(part), where=part != 0, out=np.ones_like(part)))
+        scale = 10.0 ** (3 - magnitude)
+        out[start : start + chunk] = np.where(part != 0, np.round(part * scale) / scale, 0.0)
+    return out.reshape(acts.shape)
 
 
 class Sets:
