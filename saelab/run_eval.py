@@ -50,7 +50,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     logger = build(cfg.logger) if cfg.get("logger") else None
     if logger:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    trainer: L.Trainer = build(cfg.trainer, logger=logger or False, callbacks=[TokenRate()])
+    trainer: L.Trainer = build(cfg.trainer, logger=logger or False)
+    trainer.callbacks.insert(0, TokenRate())  # before the progress bar, which draws its label
     loop_started = time.perf_counter()
     trainer.test(module, datamodule=data, verbose=False)
     loop_seconds = time.perf_counter() - loop_started
