@@ -3,14 +3,17 @@
 Runs the real CLI: `saelab export` at two token counts (peak memory must stay flat: the
 per-latent state does not grow with tokens), then `saelab eval evals=[reconstruction,density]`
 on the larger count for the ratio. Reports the test loop's tokens/s, the share of its time in
-the model forward, the time spent writing the files, peak RSS and bytes per latent.
+the model forward, the time spent writing the files, peak RSS and bytes per latent. A few
+thousand random tokens fill few latents' example sets, so bytes per latent at the defaults is
+also measured on the bundled tiny SAE's export of its default 65k tokens, where most are full.
 
-    python -m benchmarks.export_throughput [--n-tokens 4096 8192] [--out FILE]
+    python -m benchmarks.export_throughput [--n-tokens 4096 16384] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import subprocess
@@ -49,9 +52,26 @@ def summary(provenance: dict, peak_gib: float) -> dict:
     }
 
 
+def record_sizes(workdir: Path) -> dict:
+    """Bytes per latent of an export, overall and over the latents whose example sets are full
+    (n_top top examples and a full reservoir)."""
+    manifest_path = next(workdir.rglob("manifest.json"))
+    manifest = json.loads(manifest_path.read_text())
+    settings, full = manifest["settings"], []
+    for path in (manifest_path.parent / "latents").glob("*.json.gz"):
+        record = json.loads(gzip.decompress(path.read_bytes()))
+        if len(record["top"]) == settings["n_top"] and record["n_fired"] >= settings["reservoir"]:
+            full.append(path.stat().st_size)
+    return {
+        "bytes_per_latent": manifest["bytes_per_latent"],
+        "full_latents": len(full),
+        "bytes_per_full_latent": round(sum(full) / max(len(full), 1), 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-tokens", type=int, nargs=2, default=[4096, 8192])
+    parser.add_argument("--n-tokens", type=int, nargs=2, default=[4096, 16384])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--layer", type=int, default=6)
     parser.add_argument(
@@ -78,16 +98,16 @@ def main() -> None:
             workdir = root / f"export_{n}"
             workdir.mkdir()
             provenance, peak = run_cli(workdir, ["export", *common, f"data.n_tokens={n}"])
-            runs[f"export_{n}"] = summary(provenance, peak)
-            manifest = next(workdir.rglob("manifest.json"))
-            runs[f"export_{n}"]["bytes_per_latent"] = json.loads(manifest.read_text())[
-                "bytes_per_latent"
-            ]
+            runs[f"export_{n}"] = summary(provenance, peak) | record_sizes(workdir)
         workdir = root / "eval"
         workdir.mkdir()
         n = args.n_tokens[-1]
         evals = ["eval", *common, f"data.n_tokens={n}", "evals=[reconstruction,density]"]
         runs["eval_reconstruction_density"] = summary(*run_cli(workdir, evals))
+        workdir = root / "tiny"
+        workdir.mkdir()
+        runs["export_tiny_65k"] = summary(*run_cli(workdir, ["export", "experiment=tiny"]))
+        runs["export_tiny_65k"].update(record_sizes(workdir))
 
     export, eval_ = runs[f"export_{n}"], runs["eval_reconstruction_density"]
     report = {
@@ -104,12 +124,16 @@ def main() -> None:
         "runs": runs,
         "export_loop_cost_vs_eval": eval_["tokens_per_s"] / export["tokens_per_s"],
     }
-    print(f"{'run':<30}{'tokens/s':>10}{'model':>8}{'write s':>9}{'peak GiB':>10}{'B/latent':>10}")
+    print(
+        f"{'run':<30}{'tokens/s':>10}{'model':>8}{'write s':>9}{'peak GiB':>10}"
+        f"{'B/latent':>10}{'B/full':>8}{'full':>7}"
+    )
     for name, r in runs.items():
         print(
             f"{name:<30}{r['tokens_per_s']:>10.0f}{r['model_forward_share']:>8.0%}"
             f"{r['seconds_after_loop']:>9.1f}{r['peak_rss_gib']:>10.2f}"
-            f"{r.get('bytes_per_latent', 0):>10.0f}"
+            f"{r.get('bytes_per_latent', 0):>10.0f}{r.get('bytes_per_full_latent', 0):>8.0f}"
+            f"{r.get('full_latents', 0):>7}"
         )
     print(f"export test loop costs {report['export_loop_cost_vs_eval']:.2f}x the eval's")
     write_json(args.out, report)

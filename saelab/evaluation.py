@@ -188,6 +188,26 @@ def scalar_results(results: dict[str, float | Tensor]) -> dict[str, float]:
     return {k: float(v) for k, v in results.items() if not isinstance(v, Tensor)}
 
 
+class TokenRate(L.Callback):
+    """Tokens/s on the test loop's progress bar, from the batches' shapes: read on the host,
+    so showing it never waits for the device."""
+
+    def on_test_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0) -> None:
+        if batch_idx == 0:
+            self.started, self.tokens = time.perf_counter(), 0
+
+    def on_test_batch_end(
+        self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        self.tokens += batch["tokens"].numel()
+        label = f"{self.tokens / (time.perf_counter() - self.started):,.0f} tokens/s"
+        bar = trainer.progress_bar_callback  # its own update, right after this, draws the label
+        if getattr(bar, "test_progress_bar_id", None) is not None:  # RichProgressBar
+            bar.progress.update(bar.test_progress_bar_id, description=f"Testing {label}")
+        elif getattr(bar, "test_progress_bar", None) is not None:  # TQDMProgressBar
+            bar.test_progress_bar.set_postfix_str(label, refresh=False)
+
+
 class Evaluation(L.LightningModule):
     """Evaluates SAEs at hook points of a model with their plugins (`trainer.test`).
 

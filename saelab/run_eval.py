@@ -16,7 +16,7 @@ from saelab.checks import check_eval
 from saelab.errors import UserError
 from saelab.evals import build_plugins
 from saelab.evals.base import EvalPlugin
-from saelab.evaluation import Evaluation, probe, scalar_results
+from saelab.evaluation import Evaluation, TokenRate, probe, scalar_results
 from saelab.export import Export, ExportContext
 from saelab.models import ModelSource
 from saelab.task import build
@@ -51,6 +51,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if logger:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     trainer: L.Trainer = build(cfg.trainer, logger=logger or False)
+    trainer.callbacks.insert(0, TokenRate())  # before the progress bar, which draws its label
     loop_started = time.perf_counter()
     trainer.test(module, datamodule=data, verbose=False)
     loop_seconds = time.perf_counter() - loop_started

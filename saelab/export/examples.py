@@ -5,6 +5,12 @@ with their token windows and the latent's activations over each window (taken fr
 when an event is selected, so no second pass over the data is needed). Scoring by activation
 gives the top examples; scoring by minus a uniform random key gives a bottom-k sketch, i.e. a
 uniform sample without replacement of all positive events (the reservoir).
+
+Every event also carries a window key, a 64-bit hash of the tokens around it: two events with
+the same key show the same text (duplicated documents, boilerplate, repeated characters). A
+set that deduplicates keeps only the best event of each key, so the top examples are the top
+of distinct windows; the reservoir keeps its duplicates (it must stay a uniform sample) and
+the writer skips them when it picks examples.
 """
 
 from __future__ import annotations
@@ -37,35 +43,64 @@ class Events:
         return cls(ids, latents[rows, ids], rows)
 
 
+def key_weights(width: int, device: torch.device) -> Tensor:
+    """Fixed odd 64-bit multipliers of a window's token ids. The key `sum((token + 2) * w)`
+    wraps modulo 2^64; two windows that differ in one token (by less than 2^63) never collide,
+    and otherwise collide with probability about 2^-48 for vocabularies below 2^16."""
+    generator = torch.Generator().manual_seed(0)
+    weights = torch.randint(-(2**62), 2**62, (width,), generator=generator) * 2 + 1
+    return weights.to(device)
+
+
 class Windows:
-    """Looks up token windows, and one latent's activations over them, in one batch."""
+    """Looks up token windows, and one latent's activations over them, in one batch.
 
-    def __init__(self, batch: EvalBatch, left: int, right: int) -> None:
+    `key[row]` is the window key of each evaluated row: the hash of the tokens from `dedup`
+    left of it (at most the window's left side) to the window's right end; with `dedup=None`
+    it is the row's place in the data, unique, so nothing is deduplicated."""
+
+    def __init__(self, batch: EvalBatch, left: int, right: int, dedup: int | None) -> None:
         self.batch = batch
+        device = batch.mask.device
         self.where = batch.mask.nonzero()  # [N, 2]: (context row, position) of each event row
-        self.row_of = torch.full(batch.mask.shape, -1, dtype=torch.long, device=batch.mask.device)
-        self.row_of[batch.mask] = torch.arange(len(self.where), device=batch.mask.device)
-        self.offsets = torch.arange(-left, right + 1, device=batch.mask.device)
+        self.row_of = torch.full(batch.mask.shape, -1, dtype=torch.long, device=device)
+        self.row_of[batch.mask] = torch.arange(len(self.where), device=device)
+        self.offsets = torch.arange(-left, right + 1, device=device)
+        b, t = self.where.unbind(-1)
+        if dedup is None:
+            self.key = self._context(b) * batch.tokens.shape[1] + t
+        else:
+            tokens, _ = self._window(b, t, self.offsets[left - min(dedup, left) :])
+            self.key = ((tokens + 2) * key_weights(tokens.shape[1], device)).sum(1)
 
-    def __call__(self, latent: Tensor, row: Tensor) -> dict[str, Tensor]:
-        """Fields of the events (`latent`, `row`): ctx, doc, pos, tokens [E, W], acts [E, W]."""
-        b, t = self.where[row].unbind(-1)
+    def _context(self, b: Tensor) -> Tensor:
+        context = self.batch.context
+        return b if context is None else context.to(b.device)[b]
+
+    def _window(self, b: Tensor, t: Tensor, offsets: Tensor) -> tuple[Tensor, Tensor]:
+        """Token ids [E, W] at `t + offsets` of rows `b` (-1 outside the context), and the
+        positions (clamped inside)."""
         tokens_bt = self.batch.tokens
         n_ctx = tokens_bt.shape[1]
-        tw = t[:, None] + self.offsets  # [E, W]
+        tw = t[:, None] + offsets
         inside = (tw >= 0) & (tw < n_ctx)
         tw = tw.clamp(0, n_ctx - 1)
-        tokens = torch.where(inside, tokens_bt[b[:, None], tw], -1)
-        rows = torch.where(inside, self.row_of[b[:, None], tw], -1)
-        acts = self._acts(latent, rows)
-        context = self.batch.context
+        return torch.where(inside, tokens_bt[b[:, None], tw], -1), torch.where(inside, tw, -1)
+
+    def __call__(self, latent: Tensor, row: Tensor) -> dict[str, Tensor]:
+        """Fields of the events (`latent`, `row`): ctx, doc, pos, key, tokens [E, W] and
+        acts [E, W]."""
+        b, t = self.where[row].unbind(-1)
+        tokens, tw = self._window(b, t, self.offsets)
+        rows = torch.where(tw >= 0, self.row_of[b[:, None], tw.clamp(min=0)], -1)
         document = self.batch.document
         return {
-            "ctx": b if context is None else context.to(b.device)[b],
+            "ctx": self._context(b),
             "doc": b if document is None else document.to(b.device)[b, t],
             "pos": t,
+            "key": self.key[row],
             "tokens": tokens.int(),
-            "acts": acts.half(),
+            "acts": self._acts(latent, rows).half(),
         }
 
     def _acts(self, latent: Tensor, rows: Tensor) -> Tensor:
@@ -80,13 +115,25 @@ class Windows:
         return torch.where(rows >= 0, acts, 0).clamp(min=0)
 
 
-class ExampleSet(nn.Module):
-    """The `m` highest-scoring events of each of `n` latents, with their windows."""
+def drop_repeats(score: Tensor, key: Tensor) -> Tensor:
+    """`score` [n, c] with -inf wherever a higher-scored entry of the same row has the same key."""
+    by_score = score.argsort(1, descending=True)
+    by_key = by_score.gather(1, key.gather(1, by_score).argsort(dim=1, stable=True))
+    sorted_key = key.gather(1, by_key)
+    repeat = torch.zeros_like(score, dtype=torch.bool)
+    repeat[:, 1:] = sorted_key[:, 1:] == sorted_key[:, :-1]
+    return score.scatter(1, by_key, torch.where(repeat, -torch.inf, score.gather(1, by_key)))
 
-    def __init__(self, n: int, m: int, width: int) -> None:
+
+class ExampleSet(nn.Module):
+    """The `m` highest-scoring events of each of `n` latents, with their windows; with
+    `dedup`, the best event of each window key only."""
+
+    def __init__(self, n: int, m: int, width: int, dedup: bool) -> None:
         super().__init__()
-        self.m = m
+        self.m, self.dedup = m, dedup
         self.register_buffer("score", torch.full((n, m), -torch.inf))
+        self.register_buffer("key", torch.zeros(n, m, dtype=torch.long))
         self.register_buffer("act", torch.zeros(n, m))
         self.register_buffer("ctx", torch.zeros(n, m, dtype=torch.long))
         self.register_buffer("doc", torch.zeros(n, m, dtype=torch.long))
@@ -94,16 +141,27 @@ class ExampleSet(nn.Module):
         self.register_buffer("tokens", torch.full((n, m, width), -1, dtype=torch.int32))
         self.register_buffer("acts", torch.zeros(n, m, width, dtype=torch.float16))
 
-    FIELDS = ("act", "ctx", "doc", "pos", "tokens", "acts")
+    FIELDS = ("act", "ctx", "doc", "pos", "key", "tokens", "acts")
 
     def merge(self, events: Events, score: Tensor, windows: Windows) -> None:
         """Keep each latent's `m` best of (kept, this batch's events): one `topk` over
-        [n, m kept + m candidates], after cutting every latent's candidates to its best `m`."""
+        [n, m kept + m candidates], after cutting every latent's candidates to its best `m`
+        (and, with `dedup`, dropping all but the best of each key, first within the batch,
+        then across kept and candidates)."""
         n, m = self.score.shape
         if len(score) == 0:
             return
-        by_score = torch.argsort(score, descending=True)
-        order = by_score[torch.argsort(events.latent[by_score], stable=True)]
+        key = windows.key[events.row]
+        order = torch.argsort(score, descending=True)
+        if self.dedup:  # sorted by (latent, key, score descending): the first of each group
+            order = order[torch.argsort(key[order], stable=True)]
+            order = order[torch.argsort(events.latent[order], stable=True)]
+            latent, k = events.latent[order], key[order]
+            first = torch.ones_like(latent, dtype=torch.bool)
+            first[1:] = (latent[1:] != latent[:-1]) | (k[1:] != k[:-1])
+            order = order[first]
+            order = order[torch.argsort(score[order], descending=True)]
+        order = order[torch.argsort(events.latent[order], stable=True)]
         latent = events.latent[order]
         counts = torch.bincount(latent, minlength=n)
         rank = torch.arange(len(order), device=order.device) - (counts.cumsum(0) - counts)[latent]
@@ -112,7 +170,11 @@ class ExampleSet(nn.Module):
         cand_event = torch.full((n, m), -1, dtype=torch.long, device=order.device)
         cand_score[latent[keep], rank[keep]] = score[order[keep]]
         cand_event[latent[keep], rank[keep]] = order[keep]
-        best = torch.topk(torch.cat([self.score, cand_score], 1), m, dim=1, sorted=True)
+        pool = torch.cat([self.score, cand_score], 1)
+        if self.dedup:
+            cand_key = key[cand_event.clamp(min=0)]
+            pool = drop_repeats(pool, torch.cat([self.key, cand_key], 1))
+        best = torch.topk(pool, m, dim=1, sorted=True)
         new = (best.indices >= m) & (best.values > -torch.inf)
         changed = new.any(1).nonzero().squeeze(1)
         if len(changed) == 0:

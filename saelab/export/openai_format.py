@@ -22,7 +22,8 @@ def openai_hist(edges: np.ndarray, counts: np.ndarray) -> dict[str, int]:
 
 
 def sequence_info(example: dict[str, Any], strings: list[str], density: float) -> dict[str, Any]:
-    return {
+    """Their effect arrays are shifted by one (token i reads index i - 1); saelab's are not."""
+    info = {
         "density": density,
         "doc_id": example["doc"],
         "idx": example["idx"],
@@ -31,6 +32,10 @@ def sequence_info(example: dict[str, Any], strings: list[str], density: float) -
         "tokens": [strings[t] for t in example["tokens"]],
         "token_ints": example["tokens"],
     }
+    for ours, theirs in (("loss_diff", "ablate_loss_diff"), ("kl", "kl")):
+        if ours in example:
+            info[theirs] = [*example[ours][1:], 0.0]
+    return info
 
 
 def feature_info(record: dict[str, Any], strings: list[str]) -> dict[str, Any]:

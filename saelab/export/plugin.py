@@ -61,6 +61,8 @@ class Export(EvalPlugin):
         window: tuple[int, int] = (16, 4),
         n_logits: int = 10,
         n_neighbours: int = 10,
+        dedup: int | None = 8,
+        ablation: bool = False,
         format: str = "saelab",
         subdir: str = "",
         seed: int = 0,
@@ -70,9 +72,12 @@ class Export(EvalPlugin):
             raise UserError(f"export.format must be one of {', '.join(FORMATS)}, not {format!r}")
         if min(n_top, n_intervals, per_interval, n_random) < 1 or min(window) < 0:
             raise UserError("export sizes must be positive and the window's sides non-negative")
+        if dedup is not None and dedup < 0:
+            raise UserError(f"export.dedup must be null or a non-negative count, not {dedup}")
         self.n_top, self.n_intervals, self.per_interval = n_top, n_intervals, per_interval
         self.n_random, self.window = n_random, (int(window[0]), int(window[1]))
         self.n_logits, self.n_neighbours = n_logits, n_neighbours
+        self.dedup, self.ablation = dedup, ablation
         self.format, self.subdir, self.seed = format, subdir, seed
         self.reservoir_size = max(n_intervals * per_interval, n_random)
         self.context: ExportContext | None = None
@@ -85,8 +90,8 @@ class Export(EvalPlugin):
         self.add_sum_state("fired", (n,), dtype=torch.long)
         self.add_sum_state("moments", (n, 4))  # sums of a, a², a³, a⁴ over positive events
         self.add_sum_state("hist", (n, HIST_BINS), dtype=torch.long)
-        self.top = ExampleSet(n, self.n_top, width)
-        self.reservoir = ExampleSet(n, self.reservoir_size, width)
+        self.top = ExampleSet(n, self.n_top, width, dedup=True)
+        self.reservoir = ExampleSet(n, self.reservoir_size, width, dedup=False)
 
     def update(self, batch: EvalBatch) -> None:
         events = Events.of(batch)
@@ -97,7 +102,7 @@ class Export(EvalPlugin):
         self.moments.index_add_(0, events.latent, powers)
         flat = events.latent * HIST_BINS + hist_bins(events.act)
         self.hist.view(-1).index_add_(0, flat, torch.ones_like(flat))
-        windows = Windows(batch, *self.window)
+        windows = Windows(batch, *self.window, self.dedup)
         self.top.merge(events, events.act, windows)
         if self.generator is None or self.generator.device != act.device:
             self.generator = torch.Generator(act.device).manual_seed(self.seed)

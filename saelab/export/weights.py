@@ -7,7 +7,7 @@ from torch import Tensor
 
 from saelab.models import ModelSource
 
-CHUNK = 4096  # latents per matmul: bounds the [chunk, vocab] and [chunk, n_latents] temporaries
+CHUNK = 1024  # latents per matmul: bounds the [chunk, vocab] and [chunk, n_latents] temporaries
 
 
 def output_directions(model: ModelSource, location: str, layer: int, W_dec: Tensor) -> Tensor:

@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from torch import Tensor
 from tqdm import tqdm
 
 from saelab.export import weights
+from saelab.export.ablation import ablation_effects
 from saelab.export.openai_format import feature_info
 from saelab.export.vocab import token_bytes
 from saelab.io import atomic_write, write_json
@@ -26,12 +28,18 @@ SCHEMA = "saelab-export/1"
 SEARCH_PER_TOKEN = 50
 
 
-def round_acts(acts: np.ndarray) -> np.ndarray:
-    """To 4 significant digits (float16 carries about 3.3), so the JSON stays short."""
-    acts = acts.astype(np.float64)
-    magnitude = np.floor(np.log10(np.abs(acts), where=acts != 0, out=np.ones_like(acts)))
-    scale = 10.0 ** (3 - magnitude)
-    return np.where(acts != 0, np.round(acts * scale) / scale, 0.0)
+def round_acts(acts: np.ndarray, chunk: int = 1 << 22) -> np.ndarray:
+    """To 4 significant digits (float16 carries about 3.3), so the JSON stays short; float64
+    (so that JSON prints the short decimal), computed `chunk` values at a time so that its
+    temporaries stay small next to every latent's example windows."""
+    flat = acts.reshape(-1)
+    out = np.empty(flat.shape)
+    for start in range(0, len(flat), chunk):
+        part = flat[start : start + chunk].astype(np.float64)
+        magnitude = np.floor(np.log10(np.abs(part), where=part != 0, out=np.ones_like(part)))
+        scale = 10.0 ** (3 - magnitude)
+        out[start : start + chunk] = np.where(part != 0, np.round(part * scale) / scale, 0.0)
+    return out.reshape(acts.shape)
 
 
 class Sets:
@@ -44,9 +52,11 @@ class Sets:
         self.ctx = examples.ctx.cpu().numpy()
         self.doc = examples.doc.cpu().numpy()
         self.pos = examples.pos.cpu().numpy()
+        self.key = examples.key.cpu().numpy()
         self.tokens = examples.tokens.cpu().numpy()
         self.acts = round_acts(examples.acts.float().cpu().numpy())
         self.left = left
+        self.effects: dict[str, np.ndarray] = {}  # loss_diff, kl [n, m, W] with ablation
 
     def example(self, latent: int, slot: int) -> dict[str, Any]:
         tokens = self.tokens[latent, slot]
@@ -60,19 +70,44 @@ class Sets:
             "act": float(self.act_rounded[latent, slot]),
             "tokens": tokens[inside].tolist(),
             "acts": self.acts[latent, slot][inside].tolist(),
+            **{name: e[latent, slot][inside].tolist() for name, e in self.effects.items()},
         }
+
+    def add_ablation(self, plugin: Export, context: ExportContext) -> None:
+        """Every kept example's loss change and KL with its latent removed (docs: ablation)."""
+        latent, slot = np.nonzero(self.valid)
+        picked = {"latent": latent, "ctx": self.ctx[latent, slot], "pos": self.pos[latent, slot]}
+        picked = {k: torch.from_numpy(v.astype(np.int64)) for k, v in picked.items()}
+        picked["act"] = torch.from_numpy(self.act[latent, slot])
+        offsets = torch.arange(-self.left, plugin.window[1] + 1)
+        found = ablation_effects(
+            context.model, context.hook, context.layer, plugin.sae, context.data.tokens,
+            picked, offsets, context.data.batch_size,
+        )  # fmt: skip
+        for name, values in zip(("loss_diff", "kl"), found, strict=True):
+            self.effects[name] = np.zeros(self.tokens.shape)
+            self.effects[name][latent, slot] = round_acts(values.numpy())
+
+
+def distinct(sets: Sets, latent: int, slots: np.ndarray) -> np.ndarray:
+    """`slots` in order, less those whose window key an earlier slot has (near-identical)."""
+    _, first = np.unique(sets.key[latent, slots], return_index=True)
+    return slots[np.sort(first)]
 
 
 def intervals(reservoir: Sets, latent: int, n_intervals: int, per_interval: int) -> list[dict]:
     """Quantile intervals of the latent's reservoir (a uniform sample of its positive
-    events): sorted by activation, cut into `n_intervals` groups, `per_interval` from each."""
+    events): sorted by activation, cut into `n_intervals` groups, up to `per_interval` distinct
+    windows from each (the bounds count every sampled event, duplicates included)."""
     slots = np.flatnonzero(reservoir.valid[latent])
     slots = slots[np.argsort(reservoir.act[latent, slots], kind="stable")]
     bins: list[dict] = []
     if len(slots) == 0:
         return bins
     for group in np.array_split(slots, min(n_intervals, len(slots))):
-        chosen = group[np.linspace(0, len(group) - 1, min(per_interval, len(group))).astype(int)]
+        unique = distinct(reservoir, latent, group)
+        picks = np.linspace(0, len(unique) - 1, min(per_interval, len(unique))).astype(int)
+        chosen = unique[picks]
         bins.append(
             {
                 "lo": float(reservoir.act[latent, group[0]]),
@@ -133,6 +168,8 @@ def write_export(
     }
     left = plugin.window[0]
     top, reservoir = Sets(plugin.top, left), Sets(plugin.reservoir, left)
+    if plugin.ablation:
+        top.add_ablation(plugin, context)
     edges = hist_edges().numpy()
     hist = plugin.hist.cpu().numpy()
     W_dec = plugin.sae.W_dec.detach()
@@ -176,7 +213,9 @@ def write_export(
             },
             "random": [
                 reservoir.example(i, int(s))
-                for s in np.flatnonzero(reservoir.valid[i])[: plugin.n_random]
+                for s in distinct(reservoir, i, np.flatnonzero(reservoir.valid[i]))[
+                    : plugin.n_random
+                ]
             ],
         }
         data = gzip.compress(json.dumps(record, separators=(",", ":")).encode(), mtime=0)
@@ -239,7 +278,8 @@ def write_export(
             "n_logits": plugin.n_logits,
             "n_neighbours": plugin.n_neighbours,
             "hist_edges": "log10",
-            "ablation": False,
+            "dedup": plugin.dedup,
+            "ablation": plugin.ablation,
         },
         "n_latents": n_latents,
         "bytes_per_latent": round(total_bytes / n_latents, 1),

@@ -1,0 +1,83 @@
+"""Per-example ablation effects (`export.ablation=true`): how the model's next-token predictions
+change when the latent is removed at the example's selected token.
+
+A second, small pass over the top examples only (the main pass cannot know which events will
+be kept): the clean forward of each context that holds one, once, then per example a forward
+from the hooked block on with the latent's share of the reconstruction, `a * W_dec[latent]`
+(times the input's scale for SAEs that normalise it), subtracted at the selected position; the
+SAE's error term stays. Both forwards are the evaluator's own (`BatchEvaluator`), so hooks
+behave as in eval. Cost: one forward of the later blocks per top example, i.e. about
+n_latents * n_top * n_ctx tokens; hence off by default.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from saelab.autoencoder import Autoencoder
+from saelab.evals.base import LOG_PROBS, SPLICED_LOG_PROBS, EvalPlugin
+from saelab.evaluation import BatchEvaluator, Probe
+from saelab.models import ModelSource
+
+FIELDS = ("latent", "ctx", "pos", "act")
+
+
+class Forwards(EvalPlugin):
+    """Asks the evaluator for what the ablation reads: clean log-probabilities and a forward
+    with the hook's value replaced from its block on."""
+
+    needs: ClassVar[frozenset[str]] = frozenset({LOG_PROBS, SPLICED_LOG_PROBS})
+
+
+@torch.no_grad()
+def ablation_effects(
+    model: ModelSource,
+    hook: str,
+    layer: int,
+    sae: Autoencoder,
+    contexts: Tensor,
+    examples: dict[str, Tensor],
+    offsets: Tensor,
+    batch_size: int,
+) -> tuple[Tensor, Tensor]:
+    """(loss_diff, kl), each [E, len(offsets)], for the examples (`latent`, `ctx`, `pos`, `act`,
+    each [E]) at the window positions `pos + offsets` of `contexts[ctx]`.
+
+    At window token q: `loss_diff` = ablated minus clean cross-entropy of token q given the
+    tokens before it, and `kl` = KL(clean || ablated) of that prediction (both 0 where q is
+    outside the context or is its first token). Only tokens after the selected one can change.
+    """
+    probe = Probe(hook, layer, sae, {"ablation": Forwards()})
+    evaluator = BatchEvaluator(model, [probe])
+    device = sae.W_dec.device
+    offsets = offsets.to(device)
+    order = torch.argsort(examples["ctx"], stable=True)  # a batch shares few contexts
+    loss_diff = torch.zeros(len(order), len(offsets))
+    kl = torch.zeros(len(order), len(offsets))
+    for chunk in order.split(batch_size):
+        latent, ctx, pos, act = (examples[k][chunk].to(device) for k in FIELDS)
+        unique, inverse = ctx.unique(return_inverse=True)
+        acts, clean = evaluator.clean_forward(contexts[unique.cpu()].to(device))
+        acts = {name: value[inverse] for name, value in acts.items()}
+        tokens = contexts[ctx.cpu()].to(device)
+        rows = torch.arange(len(tokens), device=device)
+        mask = torch.zeros_like(tokens, dtype=torch.bool)
+        mask[rows, pos] = True
+        x = acts[hook][rows, pos].float()
+        _, info = sae.preprocess(x)
+        share = act[:, None] * sae.W_dec[latent]
+        share = sae.postprocess(share, info) - sae.postprocess(torch.zeros_like(share), info)
+        ablated = evaluator.replaced(probe, acts, mask, x - share)
+        q = pos[:, None] + offsets  # [E, W]: the predicted tokens' positions
+        inside = (q >= 1) & (q < tokens.shape[1])
+        q = q.clamp(1, tokens.shape[1] - 1)
+        clean_lp, ablated_lp = clean[inverse[:, None], q - 1], ablated[rows[:, None], q - 1]
+        target = tokens[rows[:, None], q][..., None]
+        diff = (clean_lp.gather(-1, target) - ablated_lp.gather(-1, target)).squeeze(-1)
+        loss_diff[chunk] = torch.where(inside, diff, 0).cpu()
+        divergence = (clean_lp.exp() * (clean_lp - ablated_lp)).sum(-1)
+        kl[chunk] = torch.where(inside, divergence, 0).cpu()
+    return loss_diff, kl
