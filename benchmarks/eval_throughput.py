@@ -22,9 +22,9 @@ import torch
 
 from benchmarks.limit_model import limit_seconds
 from saelab import Autoencoder
-from saelab.data import RandomTokens
+from saelab.data.tokens import RandomTokens
 from saelab.io import write_json
-from saelab.models import random_gpt2
+from saelab.sources.models import random_gpt2
 
 CONFIGS = {
     "all_plugins": "evals=[reconstruction,downstream,density]",

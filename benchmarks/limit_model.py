@@ -14,9 +14,9 @@ import time
 import torch
 from torch import Tensor
 
-from saelab.autoencoder import Autoencoder
-from saelab.evaluation import encode_decode
-from saelab.models import ModelSource
+from saelab.evals.evaluator import encode_decode
+from saelab.sae.autoencoder import Autoencoder
+from saelab.sources.models import ModelSource
 
 
 @torch.no_grad()

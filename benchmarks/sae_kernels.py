@@ -1,9 +1,9 @@
-"""Time one TopK-SAE training step: the sparse kernels of saelab.kernels vs plain dense autograd.
+"""Time one TopK-SAE training step: saelab.sae.kernels against plain dense autograd.
 
 The sparse step should run near the speed of the one dense product it cannot avoid, the
 encoder's [N, d] @ [d, n] matmul, so that matmul is timed too and the sparse step's FLOP/s is
 reported as a fraction of it. `--strategies` also times, on the same random latents, the
-alternatives that were considered for the three sparse products in saelab.kernels.
+alternatives that were considered for the three sparse products in saelab.sae.kernels.
 
     python benchmarks/sae_kernels.py --device cpu --tokens 4096 --repeats 3
 """
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.profiler import ProfilerActivity, profile
 
-from saelab.kernels import sampled_rowdot, sparse_decode, sparse_t_matmul, topk_encode
+from saelab.sae.kernels import sampled_rowdot, sparse_decode, sparse_t_matmul, topk_at
 
 
 def parse_args() -> argparse.Namespace:
@@ -62,7 +62,9 @@ def sae_steps(x: Tensor, params: list[Tensor], k: int) -> dict[str, Callable[[],
     pre_bias, W_enc, b_enc, W_dec = params
 
     def sparse() -> None:
-        indices, values = topk_encode(x - pre_bias, W_enc, b_enc, k)
+        centred = x - pre_bias
+        pre = torch.addmm(b_enc, centred, W_enc.t()).detach()  # as the recipe: choose without grad
+        indices, values = topk_at(centred, W_enc, b_enc, pre, k)
         F.mse_loss(sparse_decode(indices, values, W_dec) + pre_bias, x).backward()
 
     def dense() -> None:
@@ -83,7 +85,7 @@ def sae_steps(x: Tensor, params: list[Tensor], k: int) -> dict[str, Callable[[],
 
 
 def gtx_alternatives(indices: Tensor, w: Tensor, X: Tensor, n: int) -> dict[str, Callable]:
-    """Ways to compute G^T @ X [n, d]; `csr_argsort` is the one saelab.kernels uses."""
+    """Ways to compute G^T @ X [n, d]; `csr_argsort` is the one saelab.sae.kernels uses."""
     N, k = indices.shape
     flat = indices.reshape(-1)
 
@@ -204,7 +206,8 @@ def main() -> None:
     fns = {**sae_steps(x, params, k), "matmul": lambda: torch.mm(x, W_enc.t())}
     if args.strategies:
         with torch.no_grad():
-            indices, values = topk_encode(x, W_enc, params[2].detach(), k)
+            b_enc = params[2].detach()
+            indices, values = topk_at(x, W_enc, b_enc, torch.addmm(b_enc, x, W_enc.t()), k)
         fns |= checked(gtx_alternatives(indices, values, x, n))
         fns |= checked(rowdot_alternatives(x, W_enc, indices))
         fns |= checked(gather_alternatives(indices, values, W_enc))

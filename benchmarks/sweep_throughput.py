@@ -24,9 +24,9 @@ import torch
 
 from benchmarks.limit_model import limit_seconds
 from saelab import Autoencoder
-from saelab.data import RandomTokens
+from saelab.data.tokens import RandomTokens
 from saelab.io import write_json
-from saelab.models import random_gpt2
+from saelab.sources.models import random_gpt2
 
 LOCATIONS = ("resid_post_mlp", "resid_delta_attn")
 EVALS = {
@@ -60,7 +60,7 @@ def fused(saes: Path, places: list[tuple[str, int]], evals: str, args, cwd: Path
     for location, layer in places:
         entry = f"+sweep.saes.{location}_{layer}"
         entries += [
-            f"{entry}._target_=saelab.checkpoints.from_path",
+            f"{entry}._target_=saelab.sae.checkpoints.from_path",
             f"{entry}.path={saes / f'{location}_{layer}.pt'}",
             f"{entry}.location={location}",
             f"{entry}.layer={layer}",

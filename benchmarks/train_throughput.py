@@ -1,6 +1,6 @@
 """Training throughput of a 768 -> 32768, k=32 TopK SAE on stored activations (no model forward).
 
-Times one full optimizer step of `saelab.recipes.TopK` (fused sparse kernels: sparse encoder
+Times one full optimizer step of `saelab.train.recipes.TopK` (fused sparse kernels: sparse encoder
 backward, gather decoder) against the same recipe written with plain dense autograd (topk ->
 scatter into dense latents -> dense matmuls), interleaved in one run, and a plain `torch.mm`
 of the encoder's shape. The sparse step's FLOP/s is reported as a fraction of that matmul's:
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from saelab.io import write_json
-from saelab.recipes import StepOutput, TopK
+from saelab.train.recipes import StepOutput, TopK
 
 
 class DenseTopK(TopK):
@@ -37,7 +37,7 @@ class DenseTopK(TopK):
 
 
 def make_step(recipe: TopK, x_all: torch.Tensor, n_tokens: int, seed: int) -> Callable[[], None]:
-    sae, scale = recipe.build(32768, x_all.shape[1], x_all[:8192], seed=seed)
+    sae, scale = recipe.build(x_all.shape[1], x_all[:8192], seed=seed)
     sae = sae.to(x_all.device)
     optimizer = torch.optim.Adam(sae.parameters(), lr=1e-4, eps=6.25e-10)
     position = {"i": 0}
@@ -85,8 +85,8 @@ def main() -> None:
     x_all = x_all.to(args.device)
     a, b = torch.randn(N, d, device=args.device), torch.randn(d, n, device=args.device)
     fns = {
-        "sparse": make_step(TopK(k=k), x_all, N, seed=0),
-        "dense": make_step(DenseTopK(k=k), x_all, N, seed=0),
+        "sparse": make_step(TopK(n_latents=32768, k=k), x_all, N, seed=0),
+        "dense": make_step(DenseTopK(n_latents=32768, k=k), x_all, N, seed=0),
         "matmul": lambda: torch.mm(a, b),
     }
     seconds = median_seconds(fns, args.repeats, args.device)

@@ -7,26 +7,26 @@ import sys
 import warnings
 from collections.abc import Callable
 from functools import wraps
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
 from saelab.errors import UserError, exit_with
+from saelab.tasks.common import close_loggers, compose, config_dir
 
 # command -> (module with `run(cfg)`, one-line description); each has conf/<command>.yaml
 # (export is the eval loop with the export plugin alone: the same `run`, its own defaults).
 COMMANDS = {
-    "eval": ("saelab.run_eval", "evaluate an SAE at a hook of a model with evaluation plugins"),
-    "export": ("saelab.run_eval", "export every latent's statistics and examples for the viewer"),
-    "train": ("saelab.run_train", "train TopK or ReLU+L1 SAEs at one or more hooks of a model"),
-    "sweep": ("saelab.run_sweep", "evaluate many SAEs (layers x locations) in one pass"),
+    "eval": ("saelab.tasks.eval", "evaluate an SAE at a hook of a model with evaluation plugins"),
+    "export": ("saelab.tasks.eval", "export every latent's statistics and examples for the viewer"),
+    "train": ("saelab.tasks.train", "train TopK or ReLU+L1 SAEs at one or more hooks of a model"),
+    "sweep": ("saelab.tasks.sweep", "evaluate many SAEs (layers x locations) in one pass"),
 }
 # command -> (module with `main(argv)`, description): plain argument parsing, no Hydra.
 TOOLS = {
-    "convert": ("saelab.convert", "convert an SAE between formats (saelab, openai, saelens)"),
-    "view": ("saelab.view", "browse exported latents and runs in the browser (view --help)"),
+    "convert": ("saelab.tasks.convert", "convert an SAE between formats (saelab, openai, saelens)"),
+    "view": ("saelab.tasks.view", "browse exported latents and runs in the browser (view --help)"),
 }
 USAGE = """usage: saelab <command> [hydra overrides] [-m]
 
@@ -46,12 +46,6 @@ examples:
 """
 
 
-def config_dir() -> Path:
-    """Configs ship inside the wheel as saelab/conf; a source checkout keeps them in conf/."""
-    packaged = Path(__file__).parent / "conf"
-    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "conf"
-
-
 def user_errors_exit_2(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     """Bad input ends with one line and exit code 2; loggers are closed either way."""
 
@@ -64,8 +58,6 @@ def user_errors_exit_2(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig
         except UserError as error:
             exit_with(error)
         finally:
-            from saelab.results import close_loggers
-
             close_loggers()
 
     return task
@@ -96,22 +88,6 @@ def relaunchable(
     return task
 
 
-def check_overrides(command: str, overrides: list[str]) -> None:
-    """Compose once up front so a wrong override is one line and exit 2, like other bad input."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        with initialize_config_dir(str(config_dir()), version_base="1.3", job_name=command):
-            compose(command, overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as error:
-        text = str(error).split("Config search path")[0]
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        lines = [line for line in lines if "HYDRA_FULL_ERROR" not in line]
-        raise UserError(" ".join(lines)) from None
-
-
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     listed = {**COMMANDS, **TOOLS}
@@ -131,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     if not any(arg.startswith("-") for arg in overrides):  # Hydra's own flags, -m sweeps
         try:
-            check_overrides(command, overrides)
+            compose(command, overrides)
         except UserError as error:
             exit_with(error)
     # a library-internal deprecation inside Lightning, not something users can act on

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import sys
 
+OFFLINE_HINT = (
+    "offline? use files on disk: model=random_gpt2 or model=hf_local model.path=<dir>, "
+    "sae=file sae.path=<file> (README: 'The same, offline')"
+)
+
 
 class UserError(Exception):
     """Something the user can fix: the message says what was wrong and how to fix it."""

@@ -15,7 +15,7 @@ from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from saelab.view import serve  # noqa: E402
+from saelab.tasks.view import serve  # noqa: E402
 
 PROMPT = (
     "ROMEO:\nBut, soft! what light through yonder window breaks?\n"

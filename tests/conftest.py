@@ -79,6 +79,6 @@ def relu_mlp_checkpoint(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    from saelab.models import random_gpt2
+    from saelab.sources.models import random_gpt2
 
     return random_gpt2(seed=0, **TINY_MODEL)

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import saelab
-from saelab.autoencoder import Autoencoder
-from saelab.checkpoints import load_autoencoder
 from saelab.errors import UserError
+from saelab.sae.autoencoder import Autoencoder
+from saelab.sae.checkpoints import load_autoencoder
 from tests.conftest import openai_reference, openai_state_dict
 
 

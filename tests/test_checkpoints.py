@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 
 import saelab
-from saelab import checkpoints
 from saelab.errors import UserError
+from saelab.sae import checkpoints
 from tests.conftest import write_openai_checkpoint
 
 URL = "az://bucket/sae/6.pt"

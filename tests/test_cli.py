@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from saelab.autoencoder import Autoencoder
 from saelab.cli import main
 from saelab.evals import EvalPlugin
 from saelab.formats import save_sae
+from saelab.sae.autoencoder import Autoencoder
 from tests.conftest import TINY_OVERRIDES, openai_state_dict, write_openai_checkpoint
 
 FAST = [
@@ -193,8 +193,8 @@ TRAIN = [
     "train.batch_size=256",
     "train.buffer_contexts=64",
     "train.init_tokens=1024",
-    "sae.n_latents=256",
-    "sae.k=8",
+    "recipe.n_latents=256",
+    "recipe.k=8",
     "logger=none",
 ]
 # (command, overrides with {file} placeholders from `bad_files`, expected message regex)
@@ -229,9 +229,9 @@ BAD_INPUTS = [
     ("eval", [*LOCAL_SAE, "data.n_tokens=-5"], "data.n_tokens=-5 must be a positive integer"),
     ("eval", [*LOCAL_SAE, "+evals.mine={{}}"], "unknown eval plugin 'mine'"),
     ("eval", [*LOCAL_SAE, "+evals.mine._target_=builtins.dict"], "not an EvalPlugin"),
-    ("train", ["sae.k=0"], "sae.k=0 must be an integer from 1 to sae.n_latents=256"),
-    ("train", ["sae.k=300"], "sae.k=300 must be an integer from 1 to sae.n_latents=256"),
-    ("train", ["sae.n_latents=0"], "sae.n_latents=0 must be a positive integer"),
+    ("train", ["recipe.k=0"], "recipe.k=0 must be an integer from 1 to recipe.n_latents=256"),
+    ("train", ["recipe.k=300"], "recipe.k=300 must be an integer from 1 to recipe.n_latents=256"),
+    ("train", ["recipe.n_latents=0"], "recipe.n_latents=0 must be a positive integer"),
     ("train", ["train.batch_size=0"], "train.batch_size=0 must be a positive integer"),
     ("train", ["train.lr=-0.001"], "train.lr=-0.001 must be a positive number"),
     ("train", ["train.lr=0"], "train.lr=0 must be a positive number"),
@@ -351,7 +351,7 @@ def test_user_plugin(monkeypatch, tmp_path, topk_checkpoint, how):
 
 def test_a_real_training_checkpoint_passes_the_checkpoint_check(monkeypatch, tmp_path):
     """The check that rejects wrong `ckpt_path` files accepts what `saelab train` writes."""
-    from saelab.checks import check_training_checkpoint
+    from saelab.tasks.checks import check_training_checkpoint
 
     monkeypatch.chdir(tmp_path)
     args = [

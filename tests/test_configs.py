@@ -10,11 +10,12 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from saelab.cli import COMMANDS, config_dir
+from saelab.cli import COMMANDS
+from saelab.tasks.common import config_dir
 
 CONF = Path(config_dir())
 # experiments are named sets of overrides for particular commands
-EXPERIMENTS = {"tiny": ("eval", "sweep")}  # every other one is a sweep over a family
+EXPERIMENTS = {"tiny": ("eval", "sweep", "export"), "train/tiny": ("train",)}  # others: sweeps
 
 
 def groups_of(command: str) -> list[str]:
@@ -29,7 +30,8 @@ def cases() -> list[tuple[str, str, str]]:
         if not (CONF / f"{command}.yaml").is_file():
             continue
         for group in groups_of(command):
-            for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
+            options = (p.relative_to(CONF / group) for p in (CONF / group).rglob("*.yaml"))
+            for option in sorted(o.with_suffix("").as_posix() for o in options):
                 if group == "experiment" and command not in EXPERIMENTS.get(option, ("sweep",)):
                     continue
                 out.append((command, group, option))
@@ -51,3 +53,7 @@ def test_every_option_composes(command, group, option, tmp_path):
         assert instantiate(cfg.trainer, logger=False).max_epochs is None
     if group == "data":
         assert cfg.data.n_ctx == 64  # OpenAI's context length for every data source
+    if command == "train":  # the recipe alone says what SAE is trained
+        recipe = instantiate(cfg.recipe)
+        assert recipe.n_latents == cfg.recipe.n_latents > 0
+        assert "sae" not in cfg

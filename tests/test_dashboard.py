@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from saelab.cli import main
-from saelab.view import serve
+from saelab.tasks.view import serve
 from tests.test_viewer import CHROMIUM, get
 from tests.viewer_data import write_export
 

@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from saelab.data import RandomTokens, TextFiles, TokenDataModule, pack
+from saelab.data.tokens import RandomTokens, TextFiles, TokenDataModule, pack
 from saelab.errors import UserError
-from saelab.models import byte_tokenizer
+from saelab.sources.models import byte_tokenizer
 
 EOS = 511
 TOKENIZER = byte_tokenizer(EOS)
@@ -61,12 +61,12 @@ def test_ranks_share_the_contexts_without_repeats(monkeypatch):
     assert data.tokens is not None
     shards = []
     for rank in (0, 1):
-        monkeypatch.setattr("saelab.data.distributed_rank", lambda rank=rank: (rank, 2))
+        monkeypatch.setattr("saelab.data.tokens.distributed_rank", lambda rank=rank: (rank, 2))
         shards.append(torch.cat([b["tokens"] for b in data.test_dataloader()]))
     assert [len(shard) for shard in shards] == [5, 4]
     rows = {tuple(row.tolist()) for shard in shards for row in shard}
     assert rows == {tuple(row.tolist()) for row in data.tokens} and len(rows) == 9
-    monkeypatch.setattr("saelab.data.distributed_rank", lambda: (0, 10))
+    monkeypatch.setattr("saelab.data.tokens.distributed_rank", lambda: (0, 10))
     with pytest.raises(UserError, match="9 contexts cannot be shared by 10 processes"):
         data.test_dataloader()
 
@@ -110,7 +110,7 @@ def compose(command: str, *overrides: str):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from saelab.cli import config_dir
+    from saelab.tasks.common import config_dir
 
     with initialize_config_dir(str(config_dir()), version_base="1.3", job_name=command):
         return hydra_compose(command, overrides=list(overrides))
@@ -171,7 +171,7 @@ def test_training_holds_validation_out_of_its_own_part(monkeypatch):
 
     from omegaconf import OmegaConf
 
-    from saelab import run_train
+    from saelab.tasks import train as run_train
 
     fake_hub(monkeypatch, n_docs=3_000)
     cfg = compose(
@@ -213,7 +213,7 @@ def test_hub_loading_failures_are_one_clear_line(monkeypatch, error, expected):
 
     import datasets
 
-    from saelab.data import HubText
+    from saelab.data.tokens import HubText
 
     def load_dataset(*args, **kwargs):
         raise error
@@ -228,7 +228,7 @@ def test_hub_loading_failures_are_one_clear_line(monkeypatch, error, expected):
 def test_other_runtime_errors_are_not_disguised(monkeypatch):
     import datasets
 
-    from saelab.data import HubText
+    from saelab.data.tokens import HubText
 
     def load_dataset(*args, **kwargs):
         raise RuntimeError("a bug")
@@ -239,7 +239,7 @@ def test_other_runtime_errors_are_not_disguised(monkeypatch):
 
 
 def test_bad_split_settings_are_clear_errors():
-    from saelab.data import HubText
+    from saelab.data.tokens import HubText
 
     with pytest.raises(UserError, match="part must be one of eval, train, all"):
         HubText(part="test")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from saelab.autoencoder import Autoencoder
 from saelab.evals import Density, Downstream, Reconstruction
-from saelab.evaluation import BatchEvaluator, Probe, compute_all
+from saelab.evals.evaluator import BatchEvaluator, Probe, compute_all
+from saelab.sae.autoencoder import Autoencoder
 from tests.conftest import TINY_MODEL
 
 PLACES = [  # (location, layer, k): two SAEs share the layer-1 resid_post_mlp hook

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from saelab.autoencoder import Autoencoder
 from saelab.cli import main
 from saelab.evals.base import EvalBatch
-from saelab.evaluation import encode_decode
+from saelab.evals.evaluator import encode_decode
 from saelab.export import Export, weights
 from saelab.export.ablation import ablation_effects
 from saelab.export.plugin import hist_edges
 from saelab.export.writer import Sets, intervals, round_acts
+from saelab.sae.autoencoder import Autoencoder
 from tests.test_cli import FAST
 
 B, T, D, N_LATENTS, VOCAB = 6, 12, 16, 40, 50

@@ -20,8 +20,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from saelab import checkpoints, formats
+from saelab import formats
 from saelab.cli import main
+from saelab.sae import checkpoints
 from tests.conftest import (
     TINY_OVERRIDES,
     openai_reference,
@@ -403,7 +404,7 @@ def test_sweep_mixing_four_formats_gives_one_summary(tmp_path):
     overrides = ["sae=none"]
     for name, (path, fmt, extra) in saes.items():
         entry = f"+sweep.saes.{name}"
-        overrides += [f"{entry}._target_=saelab.checkpoints.load", f"{entry}.path={path}",
+        overrides += [f"{entry}._target_=saelab.sae.checkpoints.load", f"{entry}.path={path}",
                       f"{entry}.format={fmt}", *(f"{entry}.{e}" for e in extra)]
     root = tmp_path / "sweep"
     main(["sweep", *COMMON, *overrides, f"hydra.run.dir={root}"])

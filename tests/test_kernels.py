@@ -9,7 +9,7 @@ from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from saelab.kernels import sparse_decode, topk_encode
+from saelab.sae.kernels import sparse_decode, topk_at
 
 DEVICES = [
     "cpu",
@@ -19,6 +19,11 @@ DEVICES = [
 ]
 F64 = torch.float64
 NAMES = ["x", "pre_bias", "W_enc", "b_enc", "W_dec"]
+
+
+def topk_encode(x: Tensor, W_enc: Tensor, b_enc: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The TopK encoder as the training recipe runs it: choose on the dense pre-activations."""
+    return topk_at(x, W_enc, b_enc, torch.addmm(b_enc, x, W_enc.t()).detach(), k)
 
 
 def dense_latents(x: Tensor, W_enc: Tensor, b_enc: Tensor, k: int) -> tuple[Tensor, Tensor]:

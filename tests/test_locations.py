@@ -15,11 +15,12 @@ import torch
 from torch import Tensor
 from transformers import GPT2LMHeadModel
 
-from saelab.autoencoder import Autoencoder
 from saelab.evals.base import EvalBatch
 from saelab.evals.downstream import Downstream
-from saelab.evaluation import BatchEvaluator, Probe
-from saelab.models import HOOKS, ModelSource, random_gpt2, random_hf_gpt2, zoo
+from saelab.evals.evaluator import BatchEvaluator, Probe
+from saelab.sae.autoencoder import Autoencoder
+from saelab.sources.hooks import HOOKS
+from saelab.sources.models import ModelSource, bundled, random_gpt2, random_hf_gpt2
 from saelab.zoo import ZOO_DIR
 from tests.conftest import TINY_MODEL
 
@@ -33,7 +34,7 @@ def models(request) -> tuple[ModelSource, GPT2LMHeadModel]:
         source = random_gpt2(seed=0, **TINY_MODEL)
         hf = random_hf_gpt2(0, TINY_MODEL["n_layers"], 64, 2, 1024, TINY_MODEL["vocab_size"])
     else:
-        source = zoo("tiny")
+        source = bundled("tiny")
         hf = GPT2LMHeadModel.from_pretrained(ZOO_DIR / "tiny", local_files_only=True)
     return source, hf.eval()
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from saelab.autoencoder import Autoencoder
 from saelab.evals import Density, Downstream, Reconstruction
 from saelab.evals.base import EvalBatch
+from saelab.sae.autoencoder import Autoencoder
 
 D, N_LATENTS = 6, 20
 

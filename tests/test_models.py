@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from saelab.errors import UserError
-from saelab.models import HOOKS, hf_local, random_hf_gpt2
+from saelab.sources.hooks import HOOKS
+from saelab.sources.models import hf_local, random_hf_gpt2
 from tests.conftest import TINY_MODEL
 
 
@@ -25,7 +26,7 @@ def test_resid_deltas_add_up(tiny_model):
 
 
 def test_random_model_is_seeded():
-    from saelab.models import random_gpt2
+    from saelab.sources.models import random_gpt2
 
     tokens = torch.randint(0, TINY_MODEL["vocab_size"], (1, 5))
     with torch.no_grad():

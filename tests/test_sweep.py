@@ -34,7 +34,7 @@ def sweep_overrides(checkpoints: dict[str, Path]) -> list[str]:
     for name, location, layer, _, _ in SAES:
         entry = f"+sweep.saes.{name}"
         out += [
-            f"{entry}._target_=saelab.checkpoints.from_path",
+            f"{entry}._target_=saelab.sae.checkpoints.from_path",
             f"{entry}.path={checkpoints[name]}",
             f"{entry}.location={location}",
             f"{entry}.layer={layer}",
@@ -127,7 +127,7 @@ def test_joblib_multirun_and_its_summary(tmp_path, checkpoints):
 def test_slurm_launcher_config_composes():
     from hydra import compose, initialize_config_dir
 
-    from saelab.cli import config_dir
+    from saelab.tasks.common import config_dir
 
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose(

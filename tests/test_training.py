@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from saelab.autoencoder import Autoencoder
-from saelab.checkpoints import load_autoencoder
 from saelab.cli import main
-from saelab.recipes import ReluL1, TopK, geometric_median
-from saelab.training import SAETraining
+from saelab.sae.autoencoder import Autoencoder
+from saelab.sae.checkpoints import load_autoencoder
+from saelab.train.module import HookSAE, SAETraining
+from saelab.train.recipes import ReluL1, TopK, geometric_median
 from tests.conftest import TINY_OVERRIDES
 
 D, N_TRUE = 64, 256
@@ -54,16 +54,13 @@ class Batches:
 
 def fit(recipe, data: SparseDictionary, steps: int, lr: float = 3e-3, prepare=None):
     sample = data.batch(4096, torch.Generator().manual_seed(99))
-    sae, scale = recipe.build(512, D, sample, seed=0)
+    sae, scale = recipe.build(D, sample, seed=0)
     if prepare:
         prepare(sae)
     module = SAETraining(
         None,
-        {"syn": sae},
-        {"syn": scale},
-        {"syn": 0},
+        [HookSAE("syn", 0, sae, scale)],
         recipe,
-        {},
         lr=lr,
         warmup_steps=20,
         total_steps=steps,
@@ -83,14 +80,16 @@ def fit(recipe, data: SparseDictionary, steps: int, lr: float = 3e-3, prepare=No
 
 def test_topk_recovers_the_true_directions():
     data = SparseDictionary()
-    sae = fit(TopK(k=8, k_aux=64, dead_tokens=20_000, normalize=False), data, steps=800)
+    sae = fit(
+        TopK(n_latents=512, k=8, k_aux=64, dead_tokens=20_000, normalize=False), data, steps=800
+    )
     assert data.recovered(sae.W_dec.detach()) >= 0.9
     assert torch.allclose(sae.W_dec.norm(dim=-1), torch.ones(512), atol=1e-5)
 
 
 def test_relu_l1_recovers_most_directions():
     data = SparseDictionary()
-    sae = fit(ReluL1(l1_coef=0.05), data, steps=800)
+    sae = fit(ReluL1(n_latents=512, l1_coef=0.05), data, steps=800)
     assert data.recovered(sae.W_dec.detach()) >= 0.75
 
 
@@ -99,8 +98,8 @@ def test_relu_l1_loss_is_openais_v1_v4_loss():
     tokens (OpenAI's loss.py), written out token by token; inputs far from zero-mean."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(6, 16, generator=g) + 3.0
-    recipe = ReluL1(l1_coef=0.03)
-    sae, _ = recipe.build(32, 16, torch.randn(256, 16, generator=g) + 3.0, seed=0)
+    recipe = ReluL1(n_latents=32, l1_coef=0.03)
+    sae, _ = recipe.build(16, torch.randn(256, 16, generator=g) + 3.0, seed=0)
     with torch.no_grad():
         sae.latent_bias.copy_(0.1 * torch.randn(32, generator=g))
     W_enc, W_dec = sae.W_enc.detach().double(), sae.W_dec.detach().double()
@@ -132,10 +131,16 @@ def test_auxk_revives_latents_dead_at_initialisation():
         return fired[256:].gt(0).float().mean().item()
 
     with_aux = fit(
-        TopK(k=8, k_aux=64, dead_tokens=2048, normalize=False), data, 400, prepare=quiet_half
+        TopK(n_latents=512, k=8, k_aux=64, dead_tokens=2048, normalize=False),
+        data,
+        400,
+        prepare=quiet_half,
     )
     without = fit(
-        TopK(k=8, auxk_coef=0.0, dead_tokens=2048, normalize=False), data, 400, prepare=quiet_half
+        TopK(n_latents=512, k=8, auxk_coef=0.0, dead_tokens=2048, normalize=False),
+        data,
+        400,
+        prepare=quiet_half,
     )
     assert alive_in_quiet_half(with_aux) > 0.6
     assert alive_in_quiet_half(with_aux) > 2 * alive_in_quiet_half(without)
@@ -146,7 +151,9 @@ def test_auxk_reads_the_dead_mask_after_this_batchs_firing_is_recorded():
     crosses `dead_tokens` exactly in this batch: dead for it. AuxK written out by hand."""
     g = torch.Generator().manual_seed(0)
     n, d, n_tokens, dead_tokens = 6, 4, 8, 1000
-    sae, _ = TopK(k=1, normalize=False).build(n, d, torch.randn(64, d, generator=g), seed=0)
+    sae, _ = TopK(n_latents=n, k=1, normalize=False).build(
+        d, torch.randn(64, d, generator=g), seed=0
+    )
     with torch.no_grad():
         sae.latent_bias.copy_(torch.tensor([0.0, 0, 0, 0, 10.0, 0.5]))  # 4 always wins top-1
         sae.W_enc[5] *= 0.01  # 5 never wins, but its pre-activation stays positive
@@ -173,17 +180,14 @@ def test_a_training_step_never_waits_for_the_device(monkeypatch):
     """No `.item()`, `bool(t)` or `int(t)` in a TopK step with AuxK (the CPU stand-in for
     CUDA's sync debug mode), except the finite-loss check at its interval."""
     data = SparseDictionary()
-    recipe = TopK(k=8, k_aux=64, dead_tokens=1024, normalize=False)
-    sae, scale = recipe.build(512, D, data.batch(4096, torch.Generator().manual_seed(9)), 0)
+    recipe = TopK(n_latents=512, k=8, k_aux=64, dead_tokens=1024, normalize=False)
+    sae, scale = recipe.build(D, data.batch(4096, torch.Generator().manual_seed(9)), 0)
     with torch.no_grad():
         sae.stats_last_nonzero[:256] = 5000  # half dead: the AuxK path runs
     module = SAETraining(
         None,
-        {"syn": sae},
-        {"syn": scale},
-        {"syn": 0},
+        [HookSAE("syn", 0, sae, scale)],
         recipe,
-        {},
         total_steps=10,
         finite_check_every_n_steps=5,
         histogram_every_n_steps=0,
@@ -233,8 +237,8 @@ TRAIN = [
     "train.n_tokens=12000",
     "train.batch_size=256",
     "train.buffer_contexts=256",
-    "sae.n_latents=256",
-    "sae.k=8",
+    "recipe.n_latents=256",
+    "recipe.k=8",
     "train.val_tokens=2048",
     "train.val_every_n_steps=20",
     "train.checkpoint_every_n_steps=10",
@@ -434,7 +438,7 @@ def test_auxk_reads_the_dead_mask_after_this_batch_updates_the_statistics():
 
 
 def test_ranks_read_disjoint_contexts_whose_union_is_one_process(tiny_model):
-    from saelab.activations import ModelActivations
+    from saelab.data.activations import ModelActivations
 
     tokens = torch.arange(10 * 16).reshape(10, 16) % 512
     hooks = {"blocks.0.hook_resid_post": 0}

@@ -17,7 +17,7 @@ import torch
 
 from saelab.cli import main
 from saelab.server import remote
-from saelab.view import serve
+from saelab.tasks.view import serve
 from saelab.zoo import ZOO_DIR
 from tests.conftest import openai_reference
 from tests.viewer_data import write_export, write_openai_dir

@@ -7,7 +7,7 @@ import torch
 from transformers import AutoTokenizer, GPT2LMHeadModel
 
 from saelab.cli import main
-from saelab.data import Bundled, TokenDataModule
+from saelab.data.tokens import Bundled, TokenDataModule
 from saelab.errors import UserError
 from saelab.zoo import ZOO_DIR, sae_path
 from tests.conftest import openai_reference

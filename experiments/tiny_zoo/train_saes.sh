@@ -1,25 +1,22 @@
 #!/usr/bin/env bash
-# Train the tiny zoo's SAEs with `saelab train` on the bundled training split, and copy them
-# into saelab/zoo/tiny/saes/<family>/<location>/<layer>.pt (OpenAI's format).
+# Train the tiny zoo's SAEs with `saelab train experiment=train/tiny` (the bundled training
+# split; see conf/experiment/train/tiny.yaml) and copy them into
+# saelab/zoo/tiny/saes/<family>/<location>/<layer>.pt (OpenAI's format).
 #   TopK (k=16, 2048 latents): resid_post_mlp at every layer and resid_delta_mlp at layer 2,
 #   all trained from one model forward per batch; ReLU+L1: resid_post_mlp at layer 2.
 # Deterministic for a given seed; about 15 minutes on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SAELAB=${SAELAB:-.venv/bin/saelab}
-common=(model=tiny data=bundled data.source.split=train data.n_ctx=64 train.n_tokens=1_400_000
-        train.val_tokens=0 train.val_every_n_steps=0 train.batch_size=4096
-        train.buffer_contexts=4096 train.warmup_steps=20 train.checkpoint_every_n_steps=100
-        sae.n_latents=2048 logger=csv seed=0)
+common=(experiment=train/tiny seed=0)
 
-$SAELAB train "${common[@]}" run_name=zoo_topk recipe=topk sae.k=16 recipe.dead_tokens=200_000 \
-  'layer=[0,1,2,3]' location=resid_post_mlp train.lr=1e-3
-$SAELAB train "${common[@]}" run_name=zoo_topk_delta recipe=topk sae.k=16 \
-  recipe.dead_tokens=200_000 layer=2 location=resid_delta_mlp train.lr=1e-3
+$SAELAB train "${common[@]}" run_name=zoo_topk recipe.k=16 recipe.dead_tokens=200_000
+$SAELAB train "${common[@]}" run_name=zoo_topk_delta recipe.k=16 recipe.dead_tokens=200_000 \
+  layer=2 location=resid_delta_mlp
 # OpenAI's 0.01 leaves this 256-wide layer dense (L0 572 of 2048); 0.08 weighs L1 against
 # reconstruction as the earlier (variance-scaled MSE) loss did with 0.1: see the model card.
 $SAELAB train "${common[@]}" run_name=zoo_relu_0.08 recipe=relu_l1 recipe.l1_coef=0.08 \
-  layer=2 location=resid_post_mlp train.lr=1e-3
+  layer=2 location=resid_post_mlp
 
 copy() {  # run family location layer
   mkdir -p "saelab/zoo/tiny/saes/$2/$3"

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from saelab.autoencoder import Autoencoder, SparseLatents
+from saelab.sae.autoencoder import Autoencoder, SparseLatents
 
 # What a plugin may ask the evaluation loop for, beyond activations and SAE outputs: the
 # model's next-token log-probabilities, clean, with the SAE spliced in, and zero-ablated.

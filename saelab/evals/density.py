@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from saelab.autoencoder import Autoencoder
 from saelab.evals.base import EvalBatch, EvalPlugin
 from saelab.io import atomic_write
+from saelab.sae.autoencoder import Autoencoder
 
 DENSE_THRESHOLD = 0.1
 HISTOGRAM_BINS = np.linspace(-8, 0, 41)
@@ -50,6 +51,14 @@ class Density(EvalPlugin):
         png = out_dir / "density_histogram.png"
         atomic_write(png, lambda f: plot_histogram(frequencies, f))
         return [npy, png]
+
+
+def wandb_histogram(frequencies: Tensor) -> Any:
+    """A W&B histogram of the live latents' log10 firing frequency (None if none fired)."""
+    import wandb
+
+    live = frequencies[frequencies > 0].log10().cpu().numpy()
+    return wandb.Histogram(live, num_bins=40) if len(live) else None
 
 
 def log10_histogram(frequencies: Tensor) -> Tensor:

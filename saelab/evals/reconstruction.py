@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
-from saelab.autoencoder import Autoencoder
 from saelab.evals.base import EvalBatch, EvalPlugin
+from saelab.sae.autoencoder import Autoencoder
+
+
+def token_nmse(x_hat: Tensor, x: Tensor) -> Tensor:
+    """OpenAI's normalised MSE of each token, |x_hat - x|^2 / |x|^2 -> [N]: the metric, and
+    the ReLU recipe's loss term."""
+    return (x_hat - x).pow(2).sum(-1) / x.pow(2).sum(-1).clamp_min(1e-12)
 
 
 class Reconstruction(EvalPlugin):
@@ -25,7 +32,7 @@ class Reconstruction(EvalPlugin):
         err = (x_hat - x).pow(2).sum(-1)
         norm_sq = x.pow(2).sum(-1)
         self.n += len(x)
-        self.nmse += (err / norm_sq).sum()
+        self.nmse += token_nmse(x_hat, x).sum()
         self.cosine += torch.nn.functional.cosine_similarity(x_hat, x, dim=-1).sum()
         self.l2_ratio += (x_hat.norm(dim=-1) / x.norm(dim=-1)).sum()
         self.sq_err += err.sum()

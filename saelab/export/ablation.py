@@ -17,10 +17,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from saelab.autoencoder import Autoencoder
 from saelab.evals.base import LOG_PROBS, SPLICED_LOG_PROBS, EvalPlugin
-from saelab.evaluation import BatchEvaluator, Probe
-from saelab.models import ModelSource
+from saelab.evals.evaluator import BatchEvaluator, Probe
+from saelab.sae.autoencoder import Autoencoder
+from saelab.sources.models import ModelSource
 
 FIELDS = ("latent", "ctx", "pos", "act")
 

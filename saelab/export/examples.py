@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from saelab.autoencoder import SparseLatents
 from saelab.evals.base import EvalBatch
+from saelab.sae.autoencoder import SparseLatents
 
 
 @dataclass

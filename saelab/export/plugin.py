@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from saelab.autoencoder import Autoencoder
 from saelab.errors import UserError
 from saelab.evals.base import EvalBatch, EvalPlugin
 from saelab.export.examples import Events, ExampleSet, Windows
+from saelab.sae.autoencoder import Autoencoder
 
 # Fixed log-spaced histogram bins shared by all latents: a single pass cannot know each
 # latent's maximum beforehand, and fixed edges make the per-batch update one `index_add_`.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from saelab.models import ModelSource
+from saelab.sources.models import ModelSource
 
 CHUNK = 1024  # latents per matmul: bounds the [chunk, vocab] and [chunk, n_latents] temporaries
 

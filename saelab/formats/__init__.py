@@ -12,10 +12,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from saelab.autoencoder import Autoencoder
 from saelab.errors import UserError
 from saelab.formats import gemmascope, openai, saelab, saelens, sparsify
 from saelab.formats.base import Checkpoint, validate
+from saelab.sae.autoencoder import Autoencoder
 
 # in detection order: OpenAI's (any torch file) last
 FORMATS: dict[str, ModuleType] = {

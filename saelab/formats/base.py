@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from saelab.autoencoder import Autoencoder
 from saelab.errors import UserError
+from saelab.sae.autoencoder import Autoencoder
 
 TYPE_NAMES = {int: "an integer", str: "a string", bool: "true or false"}
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from saelab.autoencoder import Autoencoder
 from saelab.errors import UserError
 from saelab.formats.base import Checkpoint, tensor
+from saelab.sae.autoencoder import Autoencoder
 
 NAME = "Gemma Scope"
 WEIGHTS = "params.npz"

@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from saelab.autoencoder import Autoencoder
 from saelab.errors import UserError
 from saelab.formats.base import Checkpoint, cannot_express, tensor
 from saelab.io import atomic_write
+from saelab.sae.autoencoder import Autoencoder
 
 NAME = "OpenAI"
 BUFFERS = ("stats_last_nonzero", "latents_activation_frequency", "latents_mean_square")

@@ -13,10 +13,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from saelab.autoencoder import Autoencoder
 from saelab.errors import UserError
 from saelab.formats.base import Checkpoint, config_value, read_json, tensor
 from saelab.io import atomic_write, write_json
+from saelab.sae.autoencoder import Autoencoder
 
 NAME = "saelab"
 FORMAT = "saelab-sae/2"

@@ -17,9 +17,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from saelab.autoencoder import Autoencoder
 from saelab.errors import UserError
 from saelab.formats.base import Checkpoint, config_value, read_json, tensor
+from saelab.sae.autoencoder import Autoencoder
 
 NAME = "sparsify"
 WEIGHTS, CONFIG = "sae.safetensors", "cfg.json"

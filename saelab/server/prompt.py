@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from saelab.checkpoints import LoadedSAE
-from saelab.evaluation import BatchEvaluator, Probe, probe
-from saelab.models import ModelSource
+from saelab.evals.evaluator import BatchEvaluator, Probe, probe
+from saelab.sae.checkpoints import LoadedSAE
+from saelab.sources.models import ModelSource
 
 TOP_PER_TOKEN = 12
 
@@ -80,14 +80,9 @@ class PromptEngine:
 
 def build_engine(overrides: list[str]) -> PromptEngine:
     """Compose conf/eval.yaml with `overrides` and build the model and SAE like `saelab eval`."""
-    from hydra import compose, initialize_config_dir
+    from saelab.tasks.common import build, compose
 
-    from saelab.cli import check_overrides, config_dir
-    from saelab.task import build
-
-    check_overrides("eval", overrides)  # a wrong override: one line, exit 2
-    with initialize_config_dir(str(config_dir()), version_base="1.3", job_name="view"):
-        cfg = compose("eval", overrides=overrides)
+    cfg = compose("eval", overrides)  # a wrong override: one line, exit 2
     loaded: LoadedSAE = build(cfg.sae)
     model: ModelSource = build(cfg.model)
     return PromptEngine(model, loaded, probe(model, cfg.location, cfg.layer, loaded.sae, {}))

@@ -40,7 +40,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def serve(argv: list[str]):
     """Build the server (not yet serving): the part tests drive in-process."""
-    from saelab.checkpoints import default_cache_dir
+    from saelab.sae.checkpoints import default_cache_dir
     from saelab.server.app import ViewerServer
     from saelab.server.runs import nested_exports, open_run
 

@@ -6,16 +6,17 @@ import csv
 import io
 import json
 import platform
-import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from saelab.evals.base import EvalPlugin
-from saelab.evaluation import scalar_results
+from saelab.evals.density import wandb_histogram
+from saelab.evals.evaluator import scalar_results
 from saelab.io import atomic_write, write_json
 
 VERSIONED = ("saelab", "torch", "transformer-lens", "transformers", "lightning", "torchmetrics")
@@ -82,16 +83,12 @@ def log_to(logger: Any, results: dict[str, Any], provenance: dict[str, Any]) -> 
 
     if not isinstance(logger, WandbLogger):
         return
-    import wandb
-
     run = logger.experiment
     run.config.update({"provenance": provenance}, allow_val_change=True)
     run.summary.update(scalar_results(results))
-    if "density/frequencies" in results:
-        live = results["density/frequencies"]
-        live = live[live > 0].log10().cpu().numpy()
-        if len(live):
-            run.log({"density/log10_frequency": wandb.Histogram(live, num_bins=40)})
+    histogram = wandb_histogram(results.get("density/frequencies", torch.zeros(0)))
+    if histogram is not None:
+        run.log({"density/log10_frequency": histogram})
 
 
 SUMMARY_KEYS = ("run", "model", "hook", "layer", "location", "sae_source", "sae_k", "n_tokens")
@@ -130,13 +127,6 @@ class SweepSummary(Callback):
         rows = write_summary(Path(config.hydra.sweep.dir))
         if rows:
             print(f"{len(rows)} runs: {Path(config.hydra.sweep.dir) / 'sweep.csv'}")
-
-
-def close_loggers() -> None:
-    """Finish the W&B run, if one is open (multiruns need each job's run closed)."""
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and wandb.run is not None:
-        wandb.finish()
 
 
 def print_table(results: dict[str, Any], provenance: dict[str, Any], written: list[Path]) -> None:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from saelab import checkpoints, formats
+from saelab import formats
 from saelab.errors import UserError, exit_with
+from saelab.sae import checkpoints
 
 
 class Parser(argparse.ArgumentParser):

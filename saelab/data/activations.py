@@ -10,8 +10,8 @@ cache yields exactly the batches of the live one.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +20,8 @@ from torch import Tensor
 from tqdm import tqdm
 
 from saelab.errors import UserError
-from saelab.io import write_json
-from saelab.models import ModelSource
+from saelab.io import atomic_path, write_json
+from saelab.sources.models import ModelSource
 
 CACHE_FORMAT = "saelab-activations/1"
 MANIFEST = "manifest.json"
@@ -153,25 +153,25 @@ class ModelActivations(BufferedStream):
         """
         if self.world > 1:
             raise ValueError("write the activation cache from the unsharded stream")
-        directory.mkdir(parents=True, exist_ok=True)
         rows = self.n_contexts * self.tokens_per_context
-        partial = {hook: directory / f".{hook}.npy.partial" for hook in self.hooks}
-        arrays = {
-            hook: np.lib.format.open_memmap(
-                partial[hook], mode="w+", dtype=dtype, shape=(rows, self.widths[hook])
-            )
-            for hook in self.hooks
-        }
         per_buffer = self.buffer_contexts * self.tokens_per_context
         n_buffers = -(-self.n_contexts // self.buffer_contexts)
-        for index in tqdm(range(n_buffers), desc="cache activations", unit="buffer"):
-            for hook, acts in self.buffer(index).items():
-                arrays[hook][index * per_buffer : index * per_buffer + len(acts)] = (
-                    acts.cpu().numpy()
+        with ExitStack() as files:
+            arrays = {
+                hook: np.lib.format.open_memmap(
+                    files.enter_context(atomic_path(directory / f"{hook}.npy")),
+                    mode="w+",
+                    dtype=dtype,
+                    shape=(rows, self.widths[hook]),
                 )
-        for hook, array in arrays.items():
-            array.flush()
-            os.replace(partial[hook], directory / f"{hook}.npy")
+                for hook in self.hooks
+            }
+            for index in tqdm(range(n_buffers), desc="cache activations", unit="buffer"):
+                for hook, acts in self.buffer(index).items():
+                    start = index * per_buffer
+                    arrays[hook][start : start + len(acts)] = acts.cpu().numpy()
+            for array in arrays.values():
+                array.flush()
         write_json(
             directory / MANIFEST,
             {
@@ -226,7 +226,6 @@ class CachedActivations(BufferedStream):
             buffer_contexts,
             seed,
         )
-        self.manifest = manifest
         self.arrays = {h: np.load(Path(directory) / f"{h}.npy", mmap_mode="r") for h in hooks}
 
     def buffer(self, index: int) -> dict[str, Tensor]:

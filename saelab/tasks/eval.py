@@ -4,27 +4,27 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from saelab import results as results_io
-from saelab.checkpoints import LoadedSAE
-from saelab.checks import check_eval
 from saelab.errors import UserError
 from saelab.evals import build_plugins
+from saelab.evals import results as results_io
 from saelab.evals.base import EvalPlugin
-from saelab.evaluation import Evaluation, TokenRate, probe, scalar_results
+from saelab.evals.evaluator import Evaluation, TokenRate, probe, scalar_results
 from saelab.export import Export, ExportContext
-from saelab.models import ModelSource
-from saelab.task import build
+from saelab.sae.checkpoints import LoadedSAE
+from saelab.sources.models import ModelSource
+from saelab.tasks.checks import check_eval
+from saelab.tasks.common import build, close_loggers, output_dir
+from saelab.tasks.common import logger as task_logger
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
-    out_dir = Path(cfg.paths.output_dir)
+    out_dir = output_dir(cfg)
     done = out_dir / "metrics.json"  # written last: its presence means the run completed
     if cfg.resume and done.is_file():
         print(f"resume: {out_dir} is complete, skipped")
@@ -47,9 +47,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         export.context = ExportContext(model, location, layer, hook, loaded, data, cfg.seed)
     module = Evaluation(model, [one])
 
-    logger = build(cfg.logger) if cfg.get("logger") else None
-    if logger:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    logger = task_logger(cfg)
     trainer: L.Trainer = build(cfg.trainer, logger=logger or False)
     trainer.callbacks.insert(0, TokenRate())  # before the progress bar, which draws its label
     loop_started = time.perf_counter()
@@ -72,7 +70,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         (results,) = module.results
         written = results_io.save(out_dir, cfg, results, provenance, module.plugins[0])
         results_io.log_to(logger, results, provenance)
-        results_io.close_loggers()  # W&B prints its summary on closing: the table comes last
+        close_loggers()  # W&B prints its summary on closing: the table comes last
         results_io.print_table(results, provenance, written)
         if export:
             print(f"browse its latents: saelab view {out_dir / export.subdir}")

@@ -12,34 +12,45 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from saelab.autoencoder import Autoencoder
-from saelab.data import distributed_rank
+from saelab.data.tokens import distributed_rank
 from saelab.errors import UserError
 from saelab.evals import EvalPlugin
-from saelab.evals.density import log10_histogram
-from saelab.evaluation import BatchEvaluator, Probe, compute_all, scalar_results
-from saelab.models import ModelSource
-from saelab.recipes import Recipe, record_firing
+from saelab.evals.density import log10_histogram, wandb_histogram
+from saelab.evals.evaluator import BatchEvaluator, Probe, compute_all, scalar_results
+from saelab.sae.autoencoder import Autoencoder
+from saelab.sources.models import ModelSource
+from saelab.train.recipes import Recipe, record_firing
 
 ADAM_EPS = 6.25e-10  # OpenAI's
 
 
-def module_key(hook: str) -> str:
-    """nn.ModuleDict keys may not contain dots."""
-    return hook.replace(".", "/")
+class HookSAE(nn.Module):
+    """One SAE in training: the hook it reads, its loss scale, its validation plugins."""
+
+    def __init__(
+        self,
+        hook: str,
+        layer: int,
+        sae: Autoencoder,
+        mse_scale: float,
+        plugins: dict[str, EvalPlugin] | None = None,
+    ) -> None:
+        super().__init__()
+        self.hook, self.layer, self.sae = hook, layer, sae
+        self.register_buffer("mse_scale", torch.tensor(mse_scale))
+        self.plugins = nn.ModuleDict(plugins or {})
+        for plugin in self.plugins.values():
+            plugin.setup(sae)
 
 
 class SAETraining(L.LightningModule):
-    """Trains `saes` ({hook: Autoencoder}) with `recipe`; batches are `{hook: activations}`."""
+    """Trains one SAE per hook with `recipe`; batches are `{hook: activations}`."""
 
     def __init__(
         self,
         model: ModelSource | None,
-        saes: dict[str, Autoencoder],
-        mse_scales: dict[str, float],
-        hooks: dict[str, int],
+        saes: list[HookSAE],
         recipe: Recipe,
-        plugins: dict[str, dict[str, EvalPlugin]],
         lr: float = 1e-4,
         warmup_steps: int = 100,
         decay_fraction: float = 0.2,
@@ -49,20 +60,13 @@ class SAETraining(L.LightningModule):
         checkpoint_every_n_steps: int = 0,
     ) -> None:
         super().__init__()
-        self.source, self.hooks, self.recipe = model, hooks, recipe
-        self.saes = nn.ModuleDict({module_key(h): sae for h, sae in saes.items()})
-        for hook, scale in mse_scales.items():
-            self.register_buffer(
-                f"mse_scale_{module_key(hook).replace('/', '_')}", torch.tensor(scale)
-            )
-        self.plugins = nn.ModuleDict({module_key(h): nn.ModuleDict(p) for h, p in plugins.items()})
-        for hook, hook_plugins in plugins.items():
-            for plugin in hook_plugins.values():
-                plugin.setup(saes[hook])
+        self.source, self.recipe = model, recipe
+        self.trained = nn.ModuleList(saes)
+        self.by_hook = {t.hook: t for t in saes}
         probes = [  # validation needs the model; without one, training only
-            Probe(hook, layer, saes[hook], self.plugins[module_key(hook)])
-            for hook, layer in hooks.items()
-            if model is not None and plugins.get(hook)
+            Probe(t.hook, t.layer, t.sae, t.plugins)
+            for t in saes
+            if model is not None and len(t.plugins)
         ]
         self.evaluator = BatchEvaluator(model, probes) if probes else None
         self.lr, self.warmup_steps, self.decay_fraction = lr, warmup_steps, decay_fraction
@@ -71,7 +75,6 @@ class SAETraining(L.LightningModule):
         self.finite_checks = [
             n for n in (finite_check_every_n_steps, checkpoint_every_n_steps) if n
         ]
-        self.hook_names = list(saes)
         self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long))
         # per hook, the first step whose loss was not finite (-1: none); read only at the
         # checks, so that other steps never wait for the device
@@ -79,10 +82,7 @@ class SAETraining(L.LightningModule):
         self._step_started = time.perf_counter()
 
     def sae(self, hook: str) -> Autoencoder:
-        return self.saes[module_key(hook)]
-
-    def mse_scale(self, hook: str) -> Tensor:
-        return getattr(self, f"mse_scale_{module_key(hook).replace('/', '_')}")
+        return self.by_hook[hook].sae
 
     def setup(self, stage: str) -> None:
         if self.source is not None:
@@ -103,9 +103,9 @@ class SAETraining(L.LightningModule):
         total = 0
         n_tokens = len(next(iter(batch.values())))
         logs: dict[str, Tensor | float] = {}
-        for hook, x in batch.items():
-            sae, i = self.sae(hook), self.hook_names.index(hook)
-            out = self.recipe.loss(sae, x, self.mse_scale(hook), self.record_firing)
+        for i, trained in enumerate(self.trained):
+            hook, sae = trained.hook, trained.sae
+            out = self.recipe.loss(sae, batch[hook], trained.mse_scale, self.record_firing)
             first = self.first_nonfinite[i]
             bad = ~torch.isfinite(out.loss) & (first < 0)
             self.first_nonfinite[i] = torch.where(bad, self.global_step, first)
@@ -135,25 +135,25 @@ class SAETraining(L.LightningModule):
     def check_finite(self) -> None:
         """Stop (before any checkpoint holds its weights) if a loss since the last check was
         not finite: the training step's one host sync, and only at the checks."""
-        for hook, step in zip(self.hook_names, self.first_nonfinite.tolist(), strict=True):
+        for trained, step in zip(self.trained, self.first_nonfinite.tolist(), strict=True):
             if step >= 0:
                 raise UserError(
-                    f"non-finite loss at step {step} for {hook}; stopped. The last good "
+                    f"non-finite loss at step {step} for {trained.hook}; stopped. The last good "
                     "checkpoint is in the run's checkpoints/ folder (resume with "
                     "ckpt_path=...); try a lower train.lr"
                 )
 
     def on_after_backward(self) -> None:
-        for sae in self.saes.values():
-            self.recipe.project_decoder_grad(sae)
+        for trained in self.trained:
+            self.recipe.project_decoder_grad(trained.sae)
 
     def optimizer_step(self, *args, **kwargs) -> None:
         """Decoder rows are renormalised right after the update: in `on_train_batch_end` it
         ran after the checkpoint callback, so a checkpoint held un-normalised rows and a run
         resumed from it diverged from an uninterrupted one."""
         super().optimizer_step(*args, **kwargs)
-        for sae in self.saes.values():
-            self.recipe.normalize_decoder(sae)
+        for trained in self.trained:
+            self.recipe.normalize_decoder(trained.sae)
 
     def log_density_histograms(self) -> None:
         """Latents' log10 firing frequency from the running tokens-since-fired statistics."""
@@ -161,14 +161,11 @@ class SAETraining(L.LightningModule):
 
         if not isinstance(self.logger, WandbLogger):
             return
-        import wandb
-
-        for hook in self.hooks:
-            since = self.sae(hook).stats_last_nonzero.float().clamp_min(1)
-            rate = (1 / since).log10().cpu().numpy()
+        for trained in self.trained:
+            since = trained.sae.stats_last_nonzero.float().clamp_min(1)
             self.logger.experiment.log(
                 {
-                    f"train/{hook}/log10_density_estimate": wandb.Histogram(rate, num_bins=40),
+                    f"train/{trained.hook}/log10_density_estimate": wandb_histogram(1 / since),
                     "trainer/global_step": self.global_step,
                 }
             )
@@ -185,7 +182,7 @@ class SAETraining(L.LightningModule):
             for plugin in probe.plugins.values():
                 plugin.reset()
             self.validation_results[hook] = results
-            prefix = f"val/{hook}/" if len(self.hooks) > 1 else "val/"
+            prefix = f"val/{hook}/" if len(self.trained) > 1 else "val/"
             self.log_dict({prefix + k: v for k, v in scalar_results(results).items()})
             if "density/frequencies" in results:
                 hist = log10_histogram(results["density/frequencies"])
@@ -193,7 +190,7 @@ class SAETraining(L.LightningModule):
 
     # -- optimisation --------------------------------------------------------------------
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.saes.parameters(), lr=self.lr, eps=ADAM_EPS)
+        optimizer = torch.optim.Adam(self.trained.parameters(), lr=self.lr, eps=ADAM_EPS)
         decay_steps = max(1, int(self.decay_fraction * self.total_steps))
 
         def schedule(step: int) -> float:

@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from saelab.autoencoder import Autoencoder
 from saelab.errors import UserError
-from saelab.kernels import encode_at, sparse_decode
+from saelab.evals.reconstruction import token_nmse
+from saelab.sae.autoencoder import Autoencoder
+from saelab.sae.kernels import sparse_decode, topk_at
 
 
 @dataclass
@@ -69,7 +70,7 @@ def reconstruction_logs(recons: Tensor, x: Tensor, mse: Tensor) -> dict[str, Ten
     err = (recons - x).pow(2)
     return {
         "mse": mse,
-        "nmse": (err.sum(-1) / x.pow(2).sum(-1)).mean(),
+        "nmse": token_nmse(recons, x).mean(),
         "fvu": err.sum() / (x - x.mean(0)).pow(2).sum(),
     }
 
@@ -81,19 +82,20 @@ class Recipe:
     normalize = False
     k: int | None = None
 
-    def __init__(self, pre_bias_init: str = "geometric_median") -> None:
+    def __init__(self, n_latents: int, pre_bias_init: str = "geometric_median") -> None:
+        self.n_latents = n_latents
         if pre_bias_init not in ("geometric_median", "mean", "zero"):
             raise UserError(
                 f"recipe.pre_bias_init must be geometric_median, mean or zero: {pre_bias_init}"
             )
         self.pre_bias_init = pre_bias_init
 
-    def build(
-        self, n_latents: int, n_inputs: int, sample: Tensor, seed: int
-    ) -> tuple[Autoencoder, float]:
+    def build(self, n_inputs: int, sample: Tensor, seed: int) -> tuple[Autoencoder, float]:
         """A freshly initialised SAE fitted to `sample` (raw activations [N, n_inputs]), and the
         MSE scale (inverse variance of its inputs) that its loss uses."""
-        sae = Autoencoder.random(n_latents, n_inputs, k=self.k, seed=seed, normalize=self.normalize)
+        sae = Autoencoder.random(
+            self.n_latents, n_inputs, k=self.k, seed=seed, normalize=self.normalize
+        )
         sae = sae.to(sample.device)
         x, _ = sae.preprocess(sample.float())
         with torch.no_grad():
@@ -137,6 +139,7 @@ class TopK(Recipe):
 
     def __init__(
         self,
+        n_latents: int = 32768,
         k: int = 32,
         k_aux: int = 256,
         auxk_coef: float = 1 / 32,
@@ -144,7 +147,7 @@ class TopK(Recipe):
         normalize: bool = True,
         pre_bias_init: str = "geometric_median",
     ) -> None:
-        super().__init__(pre_bias_init)
+        super().__init__(n_latents, pre_bias_init)
         self.k, self.k_aux, self.auxk_coef = k, k_aux, auxk_coef
         self.dead_tokens, self.normalize = dead_tokens, normalize
 
@@ -155,8 +158,7 @@ class TopK(Recipe):
         centred = x - sae.pre_bias
         with torch.no_grad():  # choosing latents needs the dense pre-activations, not their grad
             pre = torch.addmm(sae.latent_bias, centred, sae.W_enc.t())
-            indices = pre.topk(self.k, dim=-1).indices
-        values = F.relu(encode_at(centred, sae.W_enc, sae.latent_bias, indices, pre))
+        indices, values = topk_at(centred, sae.W_enc, sae.latent_bias, pre, self.k)
         recons = sparse_decode(indices, values, sae.W_dec) + sae.pre_bias
         mse = (recons - x).pow(2).mean()
         loss = mse_scale * mse
@@ -169,10 +171,9 @@ class TopK(Recipe):
         record(sae, counts, len(x))
         if self.auxk_coef:
             dead = sae.stats_last_nonzero > self.dead_tokens
-            with torch.no_grad():  # live latents at -inf: relu makes them 0, with no gradient
-                pre.masked_fill_(~dead, float("-inf"))
-                aux_indices = pre.topk(min(self.k_aux, sae.n_latents), dim=-1).indices
-            aux_values = F.relu(encode_at(centred, sae.W_enc, sae.latent_bias, aux_indices, pre))
+            pre.masked_fill_(~dead, float("-inf"))  # live latents: relu makes them 0, no grad
+            k_aux = min(self.k_aux, sae.n_latents)
+            aux_indices, aux_values = topk_at(centred, sae.W_enc, sae.latent_bias, pre, k_aux)
             # the dead latents reconstruct the residual error; pre_bias is already in `recons`
             residual = (x - recons).detach()
             aux_loss = normalized_mse(sparse_decode(aux_indices, aux_values, sae.W_dec), residual)
@@ -188,11 +189,12 @@ class ReluL1(Recipe):
 
     def __init__(
         self,
+        n_latents: int = 32768,
         l1_coef: float = 0.01,
         normalize: bool = False,
         pre_bias_init: str = "geometric_median",
     ) -> None:
-        super().__init__(pre_bias_init)
+        super().__init__(n_latents, pre_bias_init)
         self.l1_coef, self.normalize = l1_coef, normalize
 
     def loss(
@@ -204,11 +206,9 @@ class ReluL1(Recipe):
         x, _ = sae.preprocess(x.float())
         latents = F.relu(sae.encode_pre_act(x))
         recons = latents @ sae.W_dec + sae.pre_bias
-        err = (recons - x).pow(2)
-        nmse = (err.mean(-1) / x.pow(2).mean(-1).clamp_min(1e-12)).mean()
         l1 = (latents.sum(-1) / x.norm(dim=-1).clamp_min(1e-12)).mean()
-        loss = nmse + self.l1_coef * l1
-        mse = err.mean().detach()
+        loss = token_nmse(recons, x).mean() + self.l1_coef * l1
+        mse = (recons - x).pow(2).mean().detach()
         logs = {**reconstruction_logs(recons, x, mse), "l1": l1}
         counts = (latents > 0).sum(0)
         record(sae, counts, len(x))

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from saelab.kernels import sparse_decode
+from saelab.sae.kernels import sparse_decode
 
 LN_EPS = 1e-5
 
@@ -143,7 +143,7 @@ class Autoencoder(nn.Module):
 
     def decode_sparse(self, latents: SparseLatents, info: dict[str, Tensor]) -> Tensor:
         """Sum of the k selected decoder rows, weighted: never touches the other latents
-        (through the fastest sparse kernel of the device, see `saelab.kernels`)."""
+        (through the fastest sparse kernel of the device, see `saelab.sae.kernels`)."""
         flat_idx = latents.indices.reshape(-1, latents.indices.shape[-1])
         flat_val = latents.values.reshape(flat_idx.shape)
         recons = sparse_decode(flat_idx, flat_val, self.W_dec)

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from saelab.activations import MANIFEST
+from saelab.data.activations import MANIFEST
 from saelab.errors import UserError, first_line
-from saelab.models import check_location
+from saelab.sources.hooks import check_location
 
 
 def _int(value: Any) -> bool:
@@ -38,7 +38,7 @@ DATA_RULES: list[Rule] = [
     ("data.batch_size", POSITIVE_INT, "32"),
 ]
 TRAIN_RULES: list[Rule] = [
-    ("sae.n_latents", POSITIVE_INT, "32768"),
+    ("recipe.n_latents", POSITIVE_INT, "32768"),
     ("train.n_tokens", POSITIVE_INT, "200_000_000"),
     ("train.batch_size", POSITIVE_INT, "4096"),
     ("train.buffer_contexts", POSITIVE_INT, "2048"),
@@ -83,12 +83,12 @@ def check_train(cfg: DictConfig) -> None:
             f"train.n_tokens={cfg.train.n_tokens} is less than one batch "
             f"(train.batch_size={cfg.train.batch_size} tokens)"
         )
-    if "k" in cfg.recipe:  # a TopK recipe keeps sae.k latents per token
-        k, n_latents = cfg.sae.k, cfg.sae.n_latents
+    if "k" in cfg.recipe:  # a TopK recipe keeps recipe.k latents per token
+        k, n_latents = cfg.recipe.k, cfg.recipe.n_latents
         if not (_int(k) and 1 <= k <= n_latents):
             raise UserError(
-                f"sae.k={k} must be an integer from 1 to sae.n_latents={n_latents} (the latents "
-                "kept per token): e.g. sae.k=32"
+                f"recipe.k={k} must be an integer from 1 to recipe.n_latents={n_latents} (the "
+                "latents kept per token): e.g. recipe.k=32"
             )
     if cfg.get("ckpt_path"):
         check_training_checkpoint(Path(cfg.ckpt_path))

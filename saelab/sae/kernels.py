@@ -119,20 +119,15 @@ class EncodeAt(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None
 
 
-def encode_at(
-    x: Tensor, W_enc: Tensor, b_enc: Tensor, indices: Tensor, pre: Tensor | None = None
-) -> Tensor:
-    """Differentiable pre-activations [N, k] at `indices`, with a sparse backward.
-
-    Pass `pre`, the dense [N, n] pre-activations already computed without grad, to gather the
-    values from it; otherwise they are computed for the chosen latents only.
-    """
-    with torch.no_grad():
-        if pre is not None:
-            pre_at = pre.gather(-1, indices)
-        else:
-            pre_at = sampled_rowdot(x, W_enc, indices) + b_enc[indices]
-    return EncodeAt.apply(x, W_enc, b_enc, indices, pre_at)
+def topk_at(
+    x: Tensor, W_enc: Tensor, b_enc: Tensor, pre: Tensor, k: int
+) -> tuple[Tensor, Tensor]:
+    """TopK latents: (indices [N, k], relu'd values [N, k]) of the k largest of `pre`, the
+    dense [N, n] pre-activations `x @ W_enc.T + b_enc` computed without grad (choosing the
+    latents needs them all). Gradients reach x, W_enc and b_enc through the chosen k alone."""
+    indices = pre.topk(k, dim=-1).indices
+    values = EncodeAt.apply(x, W_enc, b_enc, indices, pre.gather(-1, indices).detach())
+    return indices, F.relu(values)
 
 
 class SparseDecode(torch.autograd.Function):
@@ -151,18 +146,6 @@ class SparseDecode(torch.autograd.Function):
         grad_values = sampled_rowdot(grad_out, W_dec, indices) if need_values else None
         grad_w = sparse_t_matmul(indices, values, grad_out, W_dec.shape[0]) if need_w else None
         return None, grad_values, grad_w
-
-
-def topk_encode(x: Tensor, W_enc: Tensor, b_enc: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """TopK encoder: x [N, d], W_enc [n, d], b_enc [n] -> (indices [N, k] long, values [N, k]).
-
-    values = relu of the k largest pre-activations, in descending order; gradients flow to x,
-    W_enc and b_enc through `values` (indices are not differentiable). Only [N, k] tensors are
-    kept for the backward: the dense pre-activations are freed after the forward.
-    """
-    with torch.no_grad():
-        top = torch.addmm(b_enc, x, W_enc.t()).topk(k, dim=-1)
-    return top.indices, F.relu(EncodeAt.apply(x, W_enc, b_enc, top.indices, top.values))
 
 
 def sparse_decode(indices: Tensor, values: Tensor, W_dec: Tensor) -> Tensor:

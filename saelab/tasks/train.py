@@ -7,50 +7,25 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
-from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from torch.utils.data import DataLoader
 
-from saelab import results as results_io
-from saelab.activations import MANIFEST, BufferedStream, CachedActivations, ModelActivations
-from saelab.checks import check_train
-from saelab.data import TokenDataModule
+from saelab.data.activations import MANIFEST, BufferedStream, CachedActivations, ModelActivations
+from saelab.data.tokens import TokenDataModule
 from saelab.errors import UserError
 from saelab.evals import build_plugins
-from saelab.evaluation import scalar_results
+from saelab.evals import results as results_io
+from saelab.evals.evaluator import scalar_results
 from saelab.formats import save_sae
-from saelab.io import atomic_write, write_json
-from saelab.models import ModelSource, check_location
-from saelab.recipes import Recipe
-from saelab.task import build
-from saelab.training import SAETraining
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints are written to a temp file and renamed: never a half-written `.ckpt`."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        atomic_write(Path(path), lambda f: torch.save(checkpoint, f))
-
-
-class TrainData(L.LightningDataModule):
-    """Training activations from a stream that resumes at the trainer's step; validation
-    token contexts held out from the same pool."""
-
-    def __init__(self, stream: BufferedStream, val: TokenDataModule) -> None:
-        super().__init__()
-        self.stream, self.val = stream, val
-
-    def train_dataloader(self) -> BufferedStream:
-        self.stream.device = self.trainer.lightning_module.device
-        self.stream.start_batch = self.trainer.global_step
-        return self.stream
-
-    def val_dataloader(self) -> DataLoader:
-        return self.val.test_dataloader()
+from saelab.io import write_json
+from saelab.sources.hooks import check_location
+from saelab.sources.models import ModelSource
+from saelab.tasks.checks import check_train
+from saelab.tasks.common import build, output_dir
+from saelab.tasks.common import logger as task_logger
+from saelab.train.loop import AtomicCheckpointIO, TrainData, resume_from
+from saelab.train.module import HookSAE, SAETraining
+from saelab.train.recipes import Recipe
 
 
 def places_for(cfg: DictConfig, model: ModelSource) -> dict[str, tuple[int, str]]:
@@ -80,22 +55,6 @@ def cached(
     return CachedActivations(
         directory, stream.hooks, stream.batch_size, stream.buffer_contexts, stream.seed
     )
-
-
-def checkpoint_path(cfg: DictConfig, checkpoints: Path) -> str | None:
-    if cfg.get("ckpt_path"):  # checked by check_train
-        return str(cfg.ckpt_path)
-    if cfg.get("resume"):
-        # the newest file: a kill between the periodic checkpoint and last.ckpt leaves the
-        # periodic one newer (both are written atomically)
-        saved = list(checkpoints.glob("*.ckpt")) if checkpoints.is_dir() else []
-        if not saved:
-            raise UserError(
-                f"resume=true but there is no {checkpoints / 'last.ckpt'}: pass the run_name= "
-                "of the run to resume, or ckpt_path=<file>"
-            )
-        return str(max(saved, key=lambda path: path.stat().st_mtime_ns))
-    return None
 
 
 def activations_and_validation(
@@ -141,11 +100,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     places = places_for(cfg, model)
     hooks = {hook: layer for hook, (layer, _) in places.items()}
     recipe: Recipe = build(cfg.recipe)
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    out_dir = output_dir(cfg)
 
     stream, val = activations_and_validation(cfg, model, hooks)  # data errors before the loop
     checkpoints = out_dir / "checkpoints"
-    ckpt_path = checkpoint_path(cfg, checkpoints)
+    ckpt_path = resume_from(checkpoints, cfg.get("ckpt_path"), cfg.get("resume"))
     callbacks = [
         ModelCheckpoint(
             dirpath=checkpoints,
@@ -156,9 +115,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ]
     if cfg.train.ema_decay:
         callbacks.append(EMAWeightAveraging(decay=cfg.train.ema_decay))
-    logger = build(cfg.logger) if cfg.get("logger") else None
-    if logger:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    logger = task_logger(cfg)
     trainer: L.Trainer = build(
         cfg.trainer,
         logger=logger or False,
@@ -182,18 +139,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit_loop.epoch_loop.max_steps = total_steps
 
     # initialise each SAE on a sample of its activations (OpenAI's init needs the data)
-    fitted = {
-        hook: recipe.build(cfg.sae.n_latents, acts.shape[-1], acts, seed=cfg.seed + i)
+    saes = [
+        HookSAE(
+            hook,
+            hooks[hook],
+            *recipe.build(acts.shape[-1], acts, seed=cfg.seed + i),
+            plugins=build_plugins(cfg.evals),
+        )
         for i, (hook, acts) in enumerate(sample.items())
-    }
-    plugins = {hook: build_plugins(cfg.evals) for hook in hooks}
+    ]
     module = SAETraining(
         model,
-        {h: sae for h, (sae, _) in fitted.items()},
-        {h: scale for h, (_, scale) in fitted.items()},
-        hooks,
+        saes,
         recipe,
-        plugins,
         lr=cfg.train.lr,
         warmup_steps=cfg.train.warmup_steps,
         decay_fraction=cfg.train.decay_fraction,
@@ -206,7 +164,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     provenance = {
         "model": model.name,
         "recipe": recipe.name,
-        "n_latents": cfg.sae.n_latents,
+        "n_latents": recipe.n_latents,
         "k": recipe.k,
         "normalize": recipe.normalize,
         "n_tokens": int(module.tokens_seen),

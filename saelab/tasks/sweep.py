@@ -14,21 +14,22 @@ import inspect
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 from hydra.utils import get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from saelab import paths
-from saelab import results as results_io
-from saelab.checkpoints import LoadedSAE
 from saelab.errors import UserError
 from saelab.evals import build_plugins
-from saelab.evaluation import Evaluation, probe, scalar_results
-from saelab.models import HOOKS, ModelSource
-from saelab.task import build
+from saelab.evals import results as results_io
+from saelab.evals.evaluator import Evaluation, probe, scalar_results
+from saelab.sae import release
+from saelab.sae.checkpoints import LoadedSAE
+from saelab.sources.hooks import HOOKS
+from saelab.sources.models import ModelSource
+from saelab.tasks.common import build, close_loggers, output_dir
+from saelab.tasks.common import logger as task_logger
 from saelab.zoo import bundled_places
 
 
@@ -49,10 +50,10 @@ class Place:
 def family_places(sae: DictConfig, n_layers: int) -> list[tuple[str, int]]:
     """Every (location, layer) a family of SAEs covers, for `layer=all` / `location=all`."""
     target = sae.get("_target_")
-    if target == "saelab.checkpoints.openai":
-        family = paths.FAMILIES[sae.family]
+    if target == "saelab.sae.checkpoints.openai":
+        family = release.FAMILIES[sae.family]
         return [(loc, layer) for loc in family.locations for layer in range(n_layers)]
-    if target == "saelab.checkpoints.zoo":
+    if target == "saelab.sae.checkpoints.bundled":
         return bundled_places(sae.model, sae.family)
     return [(loc, layer) for loc in HOOKS for layer in range(n_layers)]
 
@@ -94,7 +95,7 @@ def loader_node(node: DictConfig) -> DictConfig:
     """An explicit entry's SAE config: its `location`/`layer` go to loaders that take them
     (OpenAI's families, the zoo), not to those that read one file."""
     if "_target_" not in node:
-        raise UserError("each sweep.saes entry needs a _target_ (e.g. saelab.checkpoints.load)")
+        raise UserError("each sweep.saes entry needs a _target_ (e.g. saelab.sae.checkpoints.load)")
     takes = inspect.signature(get_method(node._target_)).parameters
     drop = [key for key in ("location", "layer") if key not in takes]
     return OmegaConf.masked_copy(node, [key for key in node if key not in drop])
@@ -123,7 +124,7 @@ def groups(
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, verbose=False)
-    out_dir = Path(cfg.paths.output_dir)
+    out_dir = output_dir(cfg)
     model: ModelSource = build(cfg.model)
     places = places_for(cfg, model)
     todo = [p for p in places if not (out_dir / p.name / "metrics.json").is_file()]
@@ -133,9 +134,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         todo = places
     data = build(cfg.data)
     data.prepare(model.tokenizer, model.vocab_size, model.n_ctx)
-    logger = build(cfg.logger) if cfg.get("logger") else None
-    if logger:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    logger = task_logger(cfg)
 
     # one trainer for every group: under DDP, Lightning starts the other ranks once per process
     trainer: L.Trainer = build(cfg.trainer, logger=False)
@@ -169,6 +168,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 )
         print(f"evaluated {len(group)} SAE(s) in {seconds:.0f} s")
     rows = results_io.write_summary(out_dir)
-    results_io.close_loggers()
+    close_loggers()
     print(f"{len(rows)} SAEs: {out_dir / 'sweep.csv'}")
     return {"n_saes": len(rows)}

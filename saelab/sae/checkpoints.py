@@ -18,17 +18,14 @@ import blobfile as bf
 from tqdm import tqdm
 
 import saelab.zoo
-from saelab import formats, paths
-from saelab.autoencoder import Autoencoder
-from saelab.errors import UserError
+from saelab import formats
+from saelab.errors import OFFLINE_HINT, UserError
 from saelab.io import atomic_write
-from saelab.models import location_of
+from saelab.sae import release
+from saelab.sae.autoencoder import Autoencoder
+from saelab.sources.hooks import location_of
 
 REMOTE_SCHEMES = ("az://", "gs://", "https://", "http://")
-OFFLINE_HINT = (
-    "offline? pass a local file with sae=file sae.path=<file>, or run fully offline with "
-    "model=random_gpt2 (see the README)"
-)
 # Where an SAE reads when neither the config nor the checkpoint says: OpenAI's README example.
 DEFAULT_LOCATION, DEFAULT_LAYER = "resid_delta_mlp", 6
 MODEL_ALIASES = {"gpt2-small": "gpt2"}  # TransformerLens's name for GPT-2 small
@@ -87,14 +84,15 @@ def openai(
     family: str, location: str | None, layer: int | None, cache_dir: str | None = None
 ) -> LoadedSAE:
     """One of OpenAI's released GPT-2 small SAEs (`family` is v1, v4, v5_32k or v5_128k)."""
-    if family not in paths.FAMILIES:
-        raise UserError(f"unknown OpenAI SAE family {family!r}; one of {', '.join(paths.FAMILIES)}")
+    if family not in release.FAMILIES:
+        known = ", ".join(release.FAMILIES)
+        raise UserError(f"unknown OpenAI SAE family {family!r}; one of {known}")
     location = location or DEFAULT_LOCATION
     layer = DEFAULT_LAYER if layer is None else layer
-    return from_path(paths.FAMILIES[family].url(location, layer), cache_dir)
+    return from_path(release.FAMILIES[family].url(location, layer), cache_dir)
 
 
-def zoo(model: str, family: str, location: str | None, layer: int | None) -> LoadedSAE:
+def bundled(model: str, family: str, location: str | None, layer: int | None) -> LoadedSAE:
     """An SAE bundled in saelab/zoo (offline), chosen like OpenAI's by location and layer."""
     if location is None or layer is None:
         raise UserError(f"sae={model}_{family} needs location= and layer=")

@@ -20,7 +20,6 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from saelab.autoencoder import Autoencoder, SparseLatents
 from saelab.errors import UserError
 from saelab.evals.base import (
     ABLATED_LOG_PROBS,
@@ -29,7 +28,8 @@ from saelab.evals.base import (
     EvalBatch,
     EvalPlugin,
 )
-from saelab.models import ModelSource
+from saelab.sae.autoencoder import Autoencoder, SparseLatents
+from saelab.sources.models import ModelSource
 
 REPLACED = frozenset({SPLICED_LOG_PROBS, ABLATED_LOG_PROBS})
 

@@ -28,34 +28,11 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from saelab.errors import UserError
+from saelab.errors import OFFLINE_HINT, UserError
+from saelab.sources.hooks import HOOKS, check_location
 from saelab.zoo import ZOO_DIR
 
-HOOKS = {
-    "resid_pre": "blocks.{layer}.hook_resid_pre",
-    "mlp_post_act": "blocks.{layer}.mlp.hook_post",
-    "resid_delta_attn": "blocks.{layer}.hook_attn_out",
-    "resid_post_attn": "blocks.{layer}.hook_resid_mid",
-    "resid_delta_mlp": "blocks.{layer}.hook_mlp_out",
-    "resid_post_mlp": "blocks.{layer}.hook_resid_post",
-}
 HookFn = Callable[[Tensor, Any], Tensor]
-OFFLINE_HINT = "offline? use model=random_gpt2, or model=hf_local model.path=<dir with a GPT-2>"
-
-
-def check_location(location: str) -> None:
-    if location not in HOOKS:
-        raise UserError(f"unknown location {location!r}; one of {', '.join(HOOKS)}")
-
-
-def location_of(hook: str) -> tuple[str, int]:
-    """`blocks.6.hook_resid_pre` -> (`resid_pre`, 6): the place of a TransformerLens hook."""
-    block = hook.removeprefix("blocks.").partition(".")[0]
-    for location, template in HOOKS.items():
-        if block.isdigit() and template.format(layer=block) == hook:
-            return location, int(block)
-    known = ", ".join(template.format(layer="L") for template in HOOKS.values())
-    raise UserError(f"the SAE reads hook {hook!r}, which saelab does not know ({known})")
 
 
 @dataclass
@@ -77,10 +54,6 @@ class ModelSource:
     @property
     def vocab_size(self) -> int:
         return self.bridge.cfg.d_vocab
-
-    @property
-    def bos_token_id(self) -> int:
-        return self.tokenizer.bos_token_id
 
     def hook_name(self, location: str, layer: int) -> str:
         check_location(location)
@@ -214,7 +187,7 @@ def hf_local(path: str, name: str | None = None) -> ModelSource:
     return _boot(name or directory.name, hf_model, tokenizer)
 
 
-def zoo(name: str = "tiny") -> ModelSource:
+def bundled(name: str = "tiny") -> ModelSource:
     """A model bundled in saelab/zoo, loaded exactly as `hf_local` loads a local directory."""
     return hf_local(str(ZOO_DIR / name), name=f"zoo/{name}")
 

@@ -1,0 +1,1 @@
+"""Model sources: a language model with OpenAI's hook locations (`models`)."""

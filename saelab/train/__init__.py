@@ -1,0 +1,1 @@
+"""Training SAEs: the recipes (losses, initialisation) and the Lightning module and loop parts."""
