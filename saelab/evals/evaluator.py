@@ -216,7 +216,7 @@ class Evaluation(L.LightningModule):
 
     def __init__(self, model: ModelSource, probes: Sequence[Probe]) -> None:
         super().__init__()
-        self.source = model  # not an nn.Module: moved to the device in `on_test_start`
+        self.model = model  # not an nn.Module: moved to the device in `on_test_start`
         for probe in probes:
             probe.sae.eval().requires_grad_(False)
             for plugin in probe.plugins.values():
@@ -235,7 +235,7 @@ class Evaluation(L.LightningModule):
         return self.evaluator.timer.seconds
 
     def on_test_start(self) -> None:
-        self.source.to(self.device)
+        self.model.to(self.device)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self.evaluator(batch["tokens"], batch["mask"], batch.get("context"), batch.get("document"))

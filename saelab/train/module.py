@@ -60,7 +60,7 @@ class SAETraining(L.LightningModule):
         checkpoint_every_n_steps: int = 0,
     ) -> None:
         super().__init__()
-        self.source, self.recipe = model, recipe
+        self.model, self.recipe = model, recipe
         self.trained = nn.ModuleList(saes)
         self.by_hook = {t.hook: t for t in saes}
         probes = [  # validation needs the model; without one, training only
@@ -85,8 +85,8 @@ class SAETraining(L.LightningModule):
         return self.by_hook[hook].sae
 
     def setup(self, stage: str) -> None:
-        if self.source is not None:
-            self.source.to(self.device)
+        if self.model is not None:
+            self.model.to(self.device)
         self.first_nonfinite = self.first_nonfinite.to(self.device)
 
     @staticmethod
