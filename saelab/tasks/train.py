@@ -103,30 +103,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out_dir = output_dir(cfg)
 
     stream, val = activations_and_validation(cfg, model, hooks)  # data errors before the loop
-    checkpoints = out_dir / "checkpoints"
-    ckpt_path = resume_from(checkpoints, cfg.get("ckpt_path"), cfg.get("resume"))
-    callbacks = [
-        ModelCheckpoint(
-            dirpath=checkpoints,
-            save_last=True,
-            save_top_k=1,
-            every_n_train_steps=cfg.train.checkpoint_every_n_steps,
-        )
-    ]
-    if cfg.train.ema_decay:
-        callbacks.append(EMAWeightAveraging(decay=cfg.train.ema_decay))
-    logger = task_logger(cfg)
-    trainer: L.Trainer = build(
-        cfg.trainer,
-        logger=logger or False,
-        callbacks=callbacks,
-        max_steps=-1,  # set below, once the stream is sharded over the trainer's ranks
-        max_epochs=1,
-        plugins=[AtomicCheckpointIO()],
-        enable_checkpointing=True,
-        val_check_interval=cfg.train.val_every_n_steps or None,
-        limit_val_batches=1.0 if cfg.train.val_every_n_steps else 0,
-    )
+    ckpt_path = resume_from(out_dir / "checkpoints", cfg.get("ckpt_path"), cfg.get("resume"))
+    trainer = fit_trainer(cfg, out_dir / "checkpoints")
     # every rank initialises from the same (unsharded) sample, then reads its own contexts
     sample = {hook: acts[: cfg.train.init_tokens] for hook, acts in stream.buffer(0).items()}
     stream.shard(trainer.global_rank, trainer.world_size)
@@ -160,9 +138,48 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         checkpoint_every_n_steps=cfg.train.checkpoint_every_n_steps,
     )
     trainer.fit(module, datamodule=TrainData(stream, val), ckpt_path=ckpt_path)
+    return save_saes(cfg, places, trainer, module, TrainData(stream, val), started)
 
+
+def fit_trainer(cfg: DictConfig, checkpoints: Path) -> L.Trainer:
+    """The configured trainer with periodic atomic checkpoints, optional EMA and validation;
+    `max_steps` is set once the stream is sharded over its ranks."""
+    callbacks = [
+        ModelCheckpoint(
+            dirpath=checkpoints,
+            save_last=True,
+            save_top_k=1,
+            every_n_train_steps=cfg.train.checkpoint_every_n_steps,
+        )
+    ]
+    if cfg.train.ema_decay:
+        callbacks.append(EMAWeightAveraging(decay=cfg.train.ema_decay))
+    return build(
+        cfg.trainer,
+        logger=task_logger(cfg) or False,
+        callbacks=callbacks,
+        max_steps=-1,
+        max_epochs=1,
+        plugins=[AtomicCheckpointIO()],
+        enable_checkpointing=True,
+        val_check_interval=cfg.train.val_every_n_steps or None,
+        limit_val_batches=1.0 if cfg.train.val_every_n_steps else 0,
+    )
+
+
+def save_saes(
+    cfg: DictConfig,
+    places: dict[str, tuple[int, str]],
+    trainer: L.Trainer,
+    module: SAETraining,
+    data: TrainData,
+    started: float,
+) -> dict[str, Any]:
+    """Validate the SAEs as saved (EMA weights if enabled) on held-out tokens, then write each
+    in saelab's format with its provenance, and `train.json`."""
+    recipe, out_dir = module.recipe, output_dir(cfg)
     provenance = {
-        "model": model.name,
+        "model": module.model.name,
         "recipe": recipe.name,
         "n_latents": recipe.n_latents,
         "k": recipe.k,
@@ -173,8 +190,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "versions": results_io.versions(),
     }
     final_metrics = {}
-    if len(val.tokens):  # the SAEs as saved (EMA weights if enabled), on held-out tokens
-        trainer.validate(module, datamodule=TrainData(stream, val), verbose=False)
+    if len(data.val.tokens):
+        trainer.validate(module, datamodule=data, verbose=False)
         final_metrics = {h: scalar_results(r) for h, r in module.validation_results.items()}
     saes = {}
     if trainer.is_global_zero:
@@ -187,7 +204,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             }
         write_json(out_dir / "train.json", {"provenance": provenance, "saes": saes})
         print(
-            f"\ntrained {len(hooks)} SAE(s) on {provenance['n_tokens']} tokens "
+            f"\ntrained {len(places)} SAE(s) on {provenance['n_tokens']} tokens "
             f"in {provenance['seconds']:.0f} s"
         )
         for hook, info in saes.items():
