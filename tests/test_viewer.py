@@ -8,6 +8,7 @@ import base64
 import gzip
 import http.client
 import json
+import re
 import socket
 import threading
 from pathlib import Path
@@ -37,6 +38,13 @@ def dirs(tmp_path_factory) -> dict[str, Path]:
     result = saelab("export", "experiment=tiny", f"hydra.run.dir={out}", cwd=root)
     assert result.returncode == 0, result.stderr
     tiny = out
+    ablation = root / "ablation"  # loss_diff and kl per top example; few short contexts: fast
+    small = ("data.n_ctx=8", "data.batch_size=64", "data.n_tokens=512", "export.n_top=1")
+    result = saelab(
+        "export", "experiment=tiny", "export.ablation=true", *small, "export.window=[4,3]",
+        f"hydra.run.dir={ablation}", cwd=root,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
     adversarial = write_export(root / "adversarial")
     (adversarial / "escape.json").symlink_to(root / "secret.json")
     (root / "secret.json").write_text('{"secret": "s3cr3t-outside-root"}')
@@ -45,12 +53,13 @@ def dirs(tmp_path_factory) -> dict[str, Path]:
         "adversarial": adversarial,
         "openai": write_openai_dir(root / "oai"),
         "cache": root / "cache",
+        "ablation": ablation,
     }
 
 
 @pytest.fixture(scope="module")
 def server(dirs):
-    argv = [str(dirs[k]) for k in ("tiny", "adversarial", "openai")]
+    argv = [str(dirs[k]) for k in ("tiny", "adversarial", "openai", "ablation")]
     srv, _ = serve([*argv, "experiment=tiny", "--no-browser", "--cache-dir", str(dirs["cache"])])
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
@@ -272,6 +281,45 @@ def test_latent_page_shows_histogram_statistics_and_highlighted_examples(page, s
     assert page.locator(".interval").count() == len(bins)
 
 
+def test_latent_page_shows_ablation_effects_on_hover_and_colours_by_them(page, server, dirs):
+    n_latents = len(json.loads((dirs["ablation"] / "latents.json").read_text())["density"])
+    tops = {i: record(dirs["ablation"], i)["top"] for i in range(n_latents)}
+    latent, example = max(
+        ((i, top[0]) for i, top in tops.items() if top),
+        key=lambda pair: max(map(abs, pair[1]["loss_diff"])),
+    )
+    q = max(range(len(example["tokens"])), key=lambda i: abs(example["loss_diff"][i]))
+    loss, kl = example["loss_diff"][q], example["kl"][q]
+    assert q > example["idx"] and loss != 0  # only the tokens after the selected one change
+    visit(page, server, f"#/r/3/l/{latent}")
+    row = page.locator("section", has_text="Top activations").locator(".example-row").first
+    token = row.locator(".tok").nth(q)
+    token.hover()
+    title = token.get_attribute("title")
+    assert "\nactivation " in title  # the activation, as before, then the ablation effects
+    shown = re.search(r"loss change with latent removed ([-+][^ ]+|0) nats\nKL ([^ ]+) nats", title)
+    assert shown, title
+    assert float(shown[1]) == pytest.approx(loss, rel=1e-2)
+    assert float(shown[2]) == pytest.approx(kl, rel=1e-2, abs=1e-9)
+    assert float(token.get_attribute("data-loss-diff")) == pytest.approx(loss)
+
+    def colour(locator) -> str:
+        return locator.evaluate("e => getComputedStyle(e).backgroundColor")
+
+    selected = row.locator(".tok.sel")
+    assert colour(selected).startswith("rgba(234, 88, 12")  # by activation: it fires there
+    page.check("#by-loss")
+    assert colour(token).startswith("rgba(37, 99, 235" if loss > 0 else "rgba(220, 38, 38")
+    assert colour(selected) == "rgba(0, 0, 0, 0)"  # no loss change at the removal itself
+    page.uncheck("#by-loss")
+    assert colour(selected).startswith("rgba(234, 88, 12")
+    density = json.loads((dirs["tiny"] / "latents.json").read_text())["density"]
+    dense = max(range(len(density)), key=density.__getitem__)
+    visit(page, server, f"#/r/0/l/{dense}")  # an export without ablation: no toggle, no loss
+    assert page.locator(".tok").count() > 0 and page.locator("#by-loss").count() == 0
+    assert page.locator('.tok[title*="loss change"]').count() == 0
+
+
 def test_search_by_token_finds_a_latent_that_fires_on_it(page, server, dirs):
     index = json.loads((dirs["tiny"] / "search.json").read_text())
     vocab = json.loads((dirs["tiny"] / "vocab.json").read_text())
@@ -342,6 +390,13 @@ def test_openai_format_file_renders(page, server):
     assert top.count() == 2
     assert top.first.locator(".tok.sel").inner_text() == " fox"
     assert "↵" in top.first.inner_text()
+    assert page.locator("#by-loss").count() == 0  # no ablation effects in this file
+    visit(page, server, "#/r/2/l/17")  # theirs, one token early, shown on the token they affect
+    tokens = page.locator(".example-row").first.locator(".tok")
+    titles = tokens.evaluate_all("spans => spans.map(s => s.title)")
+    assert "loss change with latent removed 0 nats" in titles[2]
+    assert "removed +0.5 nats\nKL 0.1 nats" in titles[3]
+    assert "removed -0.25 nats\nKL 0.2 nats" in titles[4]
 
 
 def test_remote_openai_feature_renders_through_the_proxy(page, server, monkeypatch):

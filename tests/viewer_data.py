@@ -160,6 +160,8 @@ def write_openai_dir(root: Path) -> Path:
             "acts": [0.0, 1.0, 4.25, 0.0, 0.5],
             "normalized_acts": None,
         }
+        if atom == 17:  # ablation effects in their convention: index i - 1 is token i
+            seq = {**seq, "ablate_loss_diff": [0, 0, 0.5, -0.25, 0], "kl": [0, 0, 0.1, 0.2, 0]}
         info = {
             "density": 0.0123,
             "mean_act": 1.7,

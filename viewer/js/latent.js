@@ -34,10 +34,16 @@ export function fromExport(record, vocab, manifest) {
 }
 
 // OpenAI's FeatureInfo (sae-viewer types.ts): strings per token, hist {binIndex: count} with
-// bins 0.2 wide (their page hard-codes the width), no logit table or neighbours.
+// bins 0.2 wide (their page hard-codes the width), no logit table or neighbours. Their ablation
+// effects sit one token early (index i - 1 is token i); shifted back to align with the tokens.
+const unshift = (v) => (v ? [0, ...v.slice(0, -1)] : undefined);
+
 export function fromOpenAI(info, id) {
   const ex = (list) =>
-    (list || []).map((s) => ({ pieces: s.tokens, ids: s.token_ints, acts: s.acts, act: s.act, idx: s.idx, doc: s.doc_id }));
+    (list || []).map((s) => ({
+      pieces: s.tokens, ids: s.token_ints, acts: s.acts, act: s.act, idx: s.idx, doc: s.doc_id,
+      loss_diff: unshift(s.ablate_loss_diff), kl: unshift(s.kl),
+    }));
   const bins = Object.keys(info.hist || {}).map(Number).sort((a, b) => a - b);
   let hist = null;
   if (bins.length) {
@@ -71,14 +77,36 @@ function tokenTable(title, list, hint) {
     h("tbody", {}, list.map(([s, v, id]) => h("tr", {}, h("td", {}, h("span", { class: "tok-chip", title: `token ${id}` }, visible(s))), h("td", { class: "num" }, fmt(v, 3))))));
 }
 
-function examples(list, max, limit) {
+function examples(list, max, limit, lossScale = 0) {
   const box = h("div", { class: "examples" });
   const show = (n) => {
-    box.replaceChildren(...list.slice(0, n).map((e) => heatmap(e, max)));
+    box.replaceChildren(...list.slice(0, n).map((e) => heatmap(e, max, lossScale)));
     if (list.length > n) box.appendChild(h("button", { class: "more", onclick: () => show(list.length) }, `show all ${list.length}`));
   };
   show(limit);
   return box;
+}
+
+// Colour the top examples by loss change: kept while the page is open, so it stays across latents.
+let byLoss = false;
+
+// The top examples, and with ablation effects a toggle to colour them by loss change instead of
+// activation (one scale for all rows: the largest |loss change| among them).
+function topExamples(top, max) {
+  const scale = Math.max(0, ...top.flatMap((e) => (e.loss_diff ?? []).map(Math.abs)));
+  const box = examples(top, max, 10, scale);
+  const hover = "hover a token for its activation";
+  if (!top.some((e) => e.loss_diff)) {
+    return [h("p", { class: "caption muted" }, `The windows with the largest activations; the outlined token is the one selected; colour is activation / max activation; ${hover}; ↵ is a newline.`), box];
+  }
+  box.classList.toggle("by-loss", byLoss);
+  const toggle = h("input", { type: "checkbox", id: "by-loss", checked: byLoss, onchange: () => { byLoss = toggle.checked; box.classList.toggle("by-loss", byLoss); } });
+  return [
+    h("p", { class: "caption muted" }, `The windows with the largest activations; the outlined token is the one selected; colour is activation / max activation, or the loss change below; ${hover}, the loss change with the latent removed at the outlined token and the KL divergence of the prediction (nats; only the tokens after it can change); ↵ is a newline.`),
+    h("div", { class: "controls" }, h("label", {}, toggle, " colour by loss change instead of activation"),
+      h("span", { class: "caption muted" }, `blue: removing the latent raises the token's loss (the latent helped), red: lowers it; scale ±${fmt(scale, 3)} nats`)),
+    box,
+  ];
 }
 
 export function renderLatent(r, { link, title, subtitle }) {
@@ -98,7 +126,7 @@ export function renderLatent(r, { link, title, subtitle }) {
       h("ul", { class: "neighbours" }, r.neighbours.map(([id, cos]) => h("li", {}, h("a", { href: link(id) }, `#${id}`), " ", h("span", { class: "muted" }, `cos ${fmt(cos, 3)}`))))));
   }
   parts.push(h("div", { class: "grid" }, h("div", {}, left), h("div", {}, right)));
-  parts.push(section(`Top activations (${r.top.length})`, h("p", { class: "caption muted" }, "The windows with the largest activations; the outlined token is the one selected; colour is activation / max activation; hover a token for its value; ↵ is a newline."), examples(r.top, max, 10)));
+  parts.push(section(`Top activations (${r.top.length})`, topExamples(r.top, max)));
   if (r.intervals?.length) {
     const kind = r.intervalKind === "equal_width" ? "equal-width intervals of [0, max]" : r.intervalKind === "quantile" ? "quantile intervals of a random sample of positive activations" : `intervals (${r.intervalKind ?? "kind not stated"})`;
     parts.push(section("Examples by activation interval", h("p", { class: "caption muted interval-kind" }, `Intervals are ${kind}.`),

@@ -46,24 +46,44 @@ export function shade(value, max) {
   return a > 0 ? `rgba(234, 88, 12, ${(0.08 + 0.82 * a).toFixed(3)})` : "";
 }
 
+// Diverging shade for a loss change: blue where removing the latent raised the loss (the
+// latent helped predict the token), red where it lowered it; opacity |value| / scale.
+export function diverging(value, scale) {
+  const a = scale > 0 ? Math.min(1, Math.abs(value) / scale) : 0;
+  if (!(a > 0)) return "";
+  return `rgba(${value > 0 ? "37, 99, 235" : "220, 38, 38"}, ${(0.08 + 0.82 * a).toFixed(3)})`;
+}
+
+const signed = (x, digits) => (x > 0 ? "+" : "") + fmt(x, digits);
+
 // One example as a token heatmap: colour = activation / the latent's max, the selected
-// (activating) token outlined, and every token's value on hover.
-export function heatmap(example, max) {
+// (activating) token outlined, and every token's value on hover. Both colours are kept as
+// custom properties, so a `.by-loss` ancestor switches to the loss change without a re-render.
+export function heatmap(example, max, lossScale = 0) {
   const row = h("div", { class: "example" });
   example.pieces.forEach((piece, i) => {
     const act = example.acts[i] ?? 0;
     const idText = example.ids ? ` (token ${example.ids[i]})` : "";
+    const lines = [`${JSON.stringify(piece)}${idText}`, `activation ${fmt(act, 4)}`];
+    const loss = example.loss_diff?.[i];
+    const kl = example.kl?.[i];
+    if (loss != null) lines.push(`loss change with latent removed ${signed(loss, 3)} nats`);
+    if (kl != null) lines.push(`KL ${fmt(kl, 3)} nats`);
     const span = h(
       "span",
       {
         class: "tok" + (i === example.idx ? " sel" : "") + (piece.includes("\n") ? " nl" : ""),
-        title: `${JSON.stringify(piece)}${idText}\nactivation ${fmt(act, 4)}`,
+        title: lines.join("\n"),
         "data-act": act,
+        "data-loss-diff": loss,
+        "data-kl": kl,
       },
       visible(piece) || "\u2205",
     );
     const color = shade(act, max);
-    if (color) span.style.backgroundColor = color;
+    if (color) span.style.setProperty("--act-bg", color);
+    const lossColor = loss != null ? diverging(loss, lossScale) : "";
+    if (lossColor) span.style.setProperty("--loss-bg", lossColor);
     row.appendChild(span);
   });
   const where = [
