@@ -1,8 +1,12 @@
-"""Shared fixtures: small random models, and checkpoints written in OpenAI's exact format."""
+"""Shared fixtures: small random models, checkpoints written in OpenAI's exact format, and a
+viewer server with a real headless Chromium to drive it."""
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -11,6 +15,7 @@ import torch
 # A random GPT-2 small enough for unit tests: 2 layers, width 64 (MLP 256), vocab 512.
 TINY_MODEL = dict(n_layers=2, d_model=64, n_heads=2, vocab_size=512)
 TINY_OVERRIDES = [f"model.{k}={v}" for k, v in TINY_MODEL.items()]
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package (.ci/run installs it)
 
 
 def openai_state_dict(
@@ -82,3 +87,29 @@ def tiny_model():
     from saelab.sources.models import random_gpt2
 
     return random_gpt2(seed=0, **TINY_MODEL)
+
+
+@contextmanager
+def serving(argv: list[str]) -> Iterator:
+    """`saelab view ARGV` serving from a background thread."""
+    from saelab.tasks.view import serve
+
+    srv, _ = serve(argv)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does this)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM))
+        yield chromium
+        chromium.close()

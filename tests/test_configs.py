@@ -57,3 +57,15 @@ def test_every_option_composes(command, group, option, tmp_path):
         recipe = instantiate(cfg.recipe)
         assert recipe.n_latents == cfg.recipe.n_latents > 0
         assert "sae" not in cfg
+
+
+def test_a_task_runs_with_a_composed_config_outside_the_cli(tmp_path):
+    """Task functions take a composed config: no Hydra app, output where `paths` says."""
+    from saelab.tasks import eval as eval_task
+    from saelab.tasks.common import compose as compose_config
+
+    overrides = ["experiment=tiny", "logger=none", "data.n_tokens=1024", "evals=[density]"]
+    cfg = compose_config("eval", [*overrides, f"paths.output_dir={tmp_path}"])
+    metrics = eval_task.run(cfg)
+    assert 0 <= metrics["density/dead_fraction"] < 1
+    assert (tmp_path / "metrics.json").is_file()

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
 
 from saelab.cli import main
 from saelab.tasks.view import serve
-from tests.test_viewer import CHROMIUM, get
+from tests.conftest import serving
+from tests.test_viewer import get
 from tests.viewer_data import write_export
 
 METRICS = [
@@ -71,24 +71,8 @@ def dirs(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def server(dirs):
-    srv, _ = serve([str(dirs["sweep"]), str(dirs["multi"]), "--no-browser"])
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does this)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM))
-        yield chromium
-        chromium.close()
+    with serving([str(dirs["sweep"]), str(dirs["multi"]), "--no-browser"]) as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import http.client
 import json
 import re
 import socket
-import threading
 from pathlib import Path
 
 import pytest
@@ -18,12 +17,10 @@ import torch
 
 from saelab.cli import main
 from saelab.server import remote
-from saelab.tasks.view import serve
 from saelab.zoo import ZOO_DIR
-from tests.conftest import openai_reference
+from tests.conftest import openai_reference, serving
 from tests.viewer_data import write_export, write_openai_dir
 
-CHROMIUM = Path("/usr/bin/chromium")
 TINY_SAE = ZOO_DIR / "tiny" / "saes" / "topk" / "resid_post_mlp" / "2.pt"
 PROMPT = "To be, or not to be, that is the question:\nWhether 'tis nobler"
 
@@ -60,24 +57,9 @@ def dirs(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def server(dirs):
     argv = [str(dirs[k]) for k in ("tiny", "adversarial", "openai", "ablation")]
-    srv, _ = serve([*argv, "experiment=tiny", "--no-browser", "--cache-dir", str(dirs["cache"])])
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does this)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM))
-        yield chromium
-        chromium.close()
+    argv += ["experiment=tiny", "--no-browser", "--cache-dir", str(dirs["cache"])]
+    with serving(argv) as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ metrics.json and the loggers; tensors (per-latent arrays) go to `save_artifacts`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -48,6 +48,16 @@ class EvalBatch:
     ablated_log_probs: Tensor | None = None
     context: Tensor | None = None  # [B] index of each context in the data
     document: Tensor | None = None  # [B, T] document id per position
+    shared: dict[str, Tensor] = field(default_factory=dict)  # one dict for all of a batch's SAEs
+
+    def clean_probs(self) -> tuple[Tensor, Tensor]:
+        """(p, sum_v p_v log p_v): the clean next-token probabilities [B, T, vocab] and their
+        negative entropy [B, T], computed once per batch for every SAE (KL reads them)."""
+        if "probs" not in self.shared:
+            probs = self.log_probs.exp()
+            self.shared["probs"] = probs
+            self.shared["neg_entropy"] = torch.linalg.vecdot(probs, self.log_probs)
+        return self.shared["probs"], self.shared["neg_entropy"]
 
     def active(self) -> tuple[Tensor, Tensor]:
         """(latent ids, values) of every non-zero latent activation in the batch."""

@@ -38,9 +38,10 @@ class Downstream(EvalPlugin):
         for name, log_probs in runs.items():
             ce = -log_probs.gather(-1, targets).squeeze(-1)
             setattr(self, name, getattr(self, name) + ce[where].double().sum())
-        # KL(clean || spliced) = sum_v p_v (log p_v - log q_v)
-        clean, spliced = runs["ce_clean"], runs["ce_sae"]
-        kl = torch.linalg.vecdot(clean.exp(), clean - spliced)
+        # KL(clean || spliced) = sum_v p_v log p_v - sum_v p_v log q_v: the first term and p
+        # are shared by every SAE of the batch, so each SAE reads its log q once
+        probs, neg_entropy = batch.clean_probs()
+        kl = neg_entropy[:, :-1] - torch.linalg.vecdot(probs[:, :-1], runs["ce_sae"])
         self.kl += kl[where].double().sum()
         self.n += where.sum()
 

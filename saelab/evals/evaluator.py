@@ -157,11 +157,12 @@ class BatchEvaluator:
         with self.timer("model_forward", device):
             acts, log_probs = self.clean_forward(tokens)
         ablated: tuple[str, Tensor] | None = None  # the current hook's, freed at the next hook
+        shared: dict[str, Tensor] = {}  # what plugins of every SAE read (EvalBatch.clean_probs)
         for probe in self.probes:
             with self.timer("sae", device):
                 x = acts[probe.hook][mask].float()
                 latents, recons = encode_decode(probe.sae, x)
-            batch = EvalBatch(tokens, mask, x, recons, latents, log_probs)
+            batch = EvalBatch(tokens, mask, x, recons, latents, log_probs, shared=shared)
             batch.context, batch.document = context, document
             with self.timer("model_forward", device):
                 if SPLICED_LOG_PROBS in probe.needs:

@@ -54,30 +54,48 @@ def ablation_effects(
     evaluator = BatchEvaluator(model, [probe])
     device = sae.W_dec.device
     offsets = offsets.to(device)
-    order = torch.argsort(examples["ctx"], stable=True)  # a batch shares few contexts
-    loss_diff = torch.zeros(len(order), len(offsets))
-    kl = torch.zeros(len(order), len(offsets))
-    for chunk in order.split(batch_size):
-        latent, ctx, pos, act = (examples[k][chunk].to(device) for k in FIELDS)
-        unique, inverse = ctx.unique(return_inverse=True)
-        acts, clean = evaluator.clean_forward(contexts[unique.cpu()].to(device))
-        acts = {name: value[inverse] for name, value in acts.items()}
-        tokens = contexts[ctx.cpu()].to(device)
-        rows = torch.arange(len(tokens), device=device)
-        mask = torch.zeros_like(tokens, dtype=torch.bool)
-        mask[rows, pos] = True
-        x = acts[hook][rows, pos].float()
-        _, info = sae.preprocess(x)
-        share = act[:, None] * sae.W_dec[latent]
-        share = sae.postprocess(share, info) - sae.postprocess(torch.zeros_like(share), info)
-        ablated = evaluator.replaced(probe, acts, mask, x - share)
-        q = pos[:, None] + offsets  # [E, W]: the predicted tokens' positions
-        inside = (q >= 1) & (q < tokens.shape[1])
-        q = q.clamp(1, tokens.shape[1] - 1)
-        clean_lp, ablated_lp = clean[inverse[:, None], q - 1], ablated[rows[:, None], q - 1]
-        target = tokens[rows[:, None], q][..., None]
-        diff = (clean_lp.gather(-1, target) - ablated_lp.gather(-1, target)).squeeze(-1)
-        loss_diff[chunk] = torch.where(inside, diff, 0).cpu()
-        divergence = (clean_lp.exp() * (clean_lp - ablated_lp)).sum(-1)
-        kl[chunk] = torch.where(inside, divergence, 0).cpu()
+    loss_diff = torch.zeros(len(examples["ctx"]), len(offsets))
+    kl = torch.zeros(len(examples["ctx"]), len(offsets))
+    for group, ctx_ids in context_groups(examples["ctx"], batch_size):
+        # the clean forward once per context (examples of many latents share one)
+        acts_all, clean_all = evaluator.clean_forward(contexts[ctx_ids].to(device))
+        ctx_ids = ctx_ids.to(device)
+        for chunk in group.split(batch_size):
+            latent, ctx, pos, act = (examples[k][chunk].to(device) for k in FIELDS)
+            inverse = torch.searchsorted(ctx_ids, ctx)
+            acts = {name: value[inverse] for name, value in acts_all.items()}
+            tokens = contexts[ctx.cpu()].to(device)
+            rows = torch.arange(len(tokens), device=device)
+            mask = torch.zeros_like(tokens, dtype=torch.bool)
+            mask[rows, pos] = True
+            x = acts[hook][rows, pos].float()
+            _, info = sae.preprocess(x)
+            share = act[:, None] * sae.W_dec[latent]
+            share = sae.postprocess(share, info) - sae.postprocess(torch.zeros_like(share), info)
+            ablated = evaluator.replaced(probe, acts, mask, x - share)
+            q = pos[:, None] + offsets  # [E, W]: the predicted tokens' positions
+            inside = (q >= 1) & (q < tokens.shape[1])
+            q = q.clamp(1, tokens.shape[1] - 1)
+            clean_lp = clean_all[inverse[:, None], q - 1]
+            ablated_lp = ablated[rows[:, None], q - 1]
+            target = tokens[rows[:, None], q][..., None]
+            diff = (clean_lp.gather(-1, target) - ablated_lp.gather(-1, target)).squeeze(-1)
+            loss_diff[chunk] = torch.where(inside, diff, 0).cpu()
+            divergence = (clean_lp.exp() * (clean_lp - ablated_lp)).sum(-1)
+            kl[chunk] = torch.where(inside, divergence, 0).cpu()
     return loss_diff, kl
+
+
+def context_groups(ctx: Tensor, n_contexts: int) -> list[tuple[Tensor, Tensor]]:
+    """The examples (indices into `ctx`) in groups that together hold at most `n_contexts`
+    distinct contexts, with those contexts' ids (sorted)."""
+    order = torch.argsort(ctx, stable=True)
+    ids, counts = ctx[order].unique_consecutive(return_counts=True)
+    ends = counts.cumsum(0)
+    groups, start = [], 0
+    for first in range(0, len(ids), n_contexts):
+        last = min(first + n_contexts, len(ids))
+        end = int(ends[last - 1])
+        groups.append((order[start:end], ids[first:last]))
+        start = end
+    return groups
