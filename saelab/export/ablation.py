@@ -48,7 +48,7 @@ def ablation_effects(
 
     At window token q: `loss_diff` = ablated minus clean cross-entropy of token q given the
     tokens before it, and `kl` = KL(clean || ablated) of that prediction (both 0 where q is
-    outside the context or is its first token). Only tokens after the selected one can change.
+    outside the context or not after the selected token, whose predictions cannot change).
     """
     probe = Probe(hook, layer, sae, {"ablation": Forwards()})
     evaluator = BatchEvaluator(model, [probe])
@@ -59,12 +59,15 @@ def ablation_effects(
     for group, ctx_ids in context_groups(examples["ctx"], batch_size):
         # the clean forward once per context (examples of many latents share one)
         acts_all, clean_all = evaluator.clean_forward(contexts[ctx_ids].to(device))
-        ctx_ids = ctx_ids.to(device)
+        ctx_ids, n_ctx = ctx_ids.to(device), contexts.shape[1]
+        # by position: a chunk's forwards stop after its last window (the model is causal)
+        group = group[torch.argsort(examples["pos"][group], stable=True)]
         for chunk in group.split(batch_size):
             latent, ctx, pos, act = (examples[k][chunk].to(device) for k in FIELDS)
+            end = min(n_ctx, int(examples["pos"][chunk].max()) + int(offsets.max()) + 1)
             inverse = torch.searchsorted(ctx_ids, ctx)
-            acts = {name: value[inverse] for name, value in acts_all.items()}
-            tokens = contexts[ctx.cpu()].to(device)
+            acts = {name: value[inverse, :end] for name, value in acts_all.items()}
+            tokens = contexts[ctx.cpu(), :end].to(device)
             rows = torch.arange(len(tokens), device=device)
             mask = torch.zeros_like(tokens, dtype=torch.bool)
             mask[rows, pos] = True
@@ -74,8 +77,8 @@ def ablation_effects(
             share = sae.postprocess(share, info) - sae.postprocess(torch.zeros_like(share), info)
             ablated = evaluator.replaced(probe, acts, mask, x - share)
             q = pos[:, None] + offsets  # [E, W]: the predicted tokens' positions
-            inside = (q >= 1) & (q < tokens.shape[1])
-            q = q.clamp(1, tokens.shape[1] - 1)
+            inside = (q > pos[:, None]) & (q < n_ctx)  # earlier predictions cannot change
+            q = q.clamp(1, end - 1)
             clean_lp = clean_all[inverse[:, None], q - 1]
             ablated_lp = ablated[rows[:, None], q - 1]
             target = tokens[rows[:, None], q][..., None]
