@@ -64,7 +64,7 @@ def test_a_task_runs_with_a_composed_config_outside_the_cli(tmp_path):
     from saelab.tasks import eval as eval_task
     from saelab.tasks.common import compose as compose_config
 
-    overrides = ["experiment=tiny", "logger=none", "data.n_tokens=1024", "evals=[density]"]
+    overrides = ["experiment=tiny", "logger=none", "data.n_tokens=2048", "evals=[density]"]
     cfg = compose_config("eval", [*overrides, f"paths.output_dir={tmp_path}"])
     metrics = eval_task.run(cfg)
     assert 0 <= metrics["density/dead_fraction"] < 1
