@@ -32,24 +32,36 @@ CONFIGS = {
 }
 
 
-def run_eval(workdir: Path, sae_path: Path, evals: str, args: argparse.Namespace) -> dict:
-    command = [
-        sys.executable,
-        "-m",
-        "saelab",
-        "eval",
+def overrides(args: argparse.Namespace, sae_path: Path) -> list[str]:
+    """The SAE file at `args.layer`'s resid_post_mlp of random_gpt2, on random tokens."""
+    return [
         "model=random_gpt2",
         "data=random_tokens",
-        f"data.n_tokens={args.n_tokens}",
         f"data.batch_size={args.batch_size}",
-        "logger=none",
         f"layer={args.layer}",
         "location=resid_post_mlp",
         "sae=file",
         f"sae.path={sae_path}",
-        evals,
-        "trainer.enable_progress_bar=false",
+        "logger=none",
     ]
+
+
+def setup(args: argparse.Namespace) -> dict:
+    return {
+        "model": "random_gpt2 (GPT-2 small shape)",
+        "sae": "TopK 768 -> 32768, k=32",
+        "layer": args.layer,
+        "location": "resid_post_mlp",
+        "n_ctx": 64,
+        "batch_size": args.batch_size,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def run_eval(workdir: Path, sae_path: Path, evals: str, args: argparse.Namespace) -> dict:
+    command = [sys.executable, "-m", "saelab", "eval", *overrides(args, sae_path)]
+    command += [f"data.n_tokens={args.n_tokens}", evals, "trainer.enable_progress_bar=false"]
     subprocess.run(command, cwd=workdir, check=True, capture_output=True, text=True)
     newest = max(workdir.rglob("metrics.json"), key=lambda p: p.stat().st_mtime)
     provenance = json.loads(newest.read_text())["provenance"]
@@ -87,16 +99,7 @@ def main() -> None:
         r["loop_over_limit"] = r["seconds"] / r["limit_s"]
 
     report = {
-        "setup": {
-            "model": "random_gpt2 (GPT-2 small shape)",
-            "sae": "TopK 768 -> 32768, k=32",
-            "layer": args.layer,
-            "location": "resid_post_mlp",
-            "n_ctx": 64,
-            "batch_size": args.batch_size,
-            "device": "cuda" if torch.cuda.is_available() else "cpu",
-            "torch_threads": torch.get_num_threads(),
-        },
+        "setup": setup(args),
         "runs": results,
         "speedup_without_downstream": results["reconstruction_density"]["tokens_per_s"]
         / results["all_plugins"]["tokens_per_s"],

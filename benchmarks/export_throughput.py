@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.eval_throughput import overrides, setup
 from saelab import Autoencoder
 from saelab.io import write_json
 
@@ -84,16 +85,7 @@ def main() -> None:
         root = Path(tmp)
         sae_path = root / "sae_32k.pt"
         torch.save(Autoencoder.random(32768, 768, k=32).state_dict(), sae_path)
-        common = [
-            "model=random_gpt2",
-            "data=random_tokens",
-            f"data.batch_size={args.batch_size}",
-            f"layer={args.layer}",
-            "location=resid_post_mlp",
-            "sae=file",
-            f"sae.path={sae_path}",
-            "logger=none",
-        ]
+        common = overrides(args, sae_path)
         for n in args.n_tokens:
             workdir = root / f"export_{n}"
             workdir.mkdir()
@@ -111,16 +103,7 @@ def main() -> None:
 
     export, eval_ = runs[f"export_{n}"], runs["eval_reconstruction_density"]
     report = {
-        "setup": {
-            "model": "random_gpt2 (GPT-2 small shape)",
-            "sae": "TopK 768 -> 32768, k=32",
-            "layer": args.layer,
-            "location": "resid_post_mlp",
-            "n_ctx": 64,
-            "batch_size": args.batch_size,
-            "device": "cuda" if torch.cuda.is_available() else "cpu",
-            "torch_threads": torch.get_num_threads(),
-        },
+        "setup": setup(args),
         "runs": runs,
         "export_loop_cost_vs_eval": eval_["tokens_per_s"] / export["tokens_per_s"],
     }

@@ -113,3 +113,22 @@ def browser():
         chromium = p.chromium.launch(executable_path=str(CHROMIUM))
         yield chromium
         chromium.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    """A fresh browser page on the test module's `server`; page errors fail the test."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.errors, page.dialogs = [], []
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
+    yield page
+    assert not page.errors, page.errors
+    context.close()
+
+
+def visit(page, server, hash: str):
+    page.goto(server.url + hash)
+    page.wait_for_selector(f'body[data-ready="{hash}"]')
+    assert not page.query_selector("main .error"), page.inner_text("main")

@@ -12,7 +12,7 @@ import pytest
 
 from saelab.cli import main
 from saelab.tasks.view import serve
-from tests.conftest import serving
+from tests.conftest import serving, visit
 from tests.test_viewer import get
 from tests.viewer_data import write_export
 
@@ -73,23 +73,6 @@ def dirs(tmp_path_factory) -> dict[str, Path]:
 def server(dirs):
     with serving([str(dirs["sweep"]), str(dirs["multi"]), "--no-browser"]) as srv:
         yield srv
-
-
-@pytest.fixture
-def page(browser, server):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
-    yield page
-    assert not page.errors, page.errors
-    context.close()
-
-
-def visit(page, server, hash: str):
-    page.goto(server.url + hash)
-    page.wait_for_selector(f'body[data-ready="{hash}"]')
-    assert not page.query_selector("main .error"), page.inner_text("main")
 
 
 N_SWEEP = 6  # the tiny zoo: topk at resid_post_mlp 0-3 and resid_delta_mlp 2, relu_l1 at 2

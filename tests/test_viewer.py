@@ -18,7 +18,7 @@ import torch
 from saelab.cli import main
 from saelab.server import remote
 from saelab.zoo import ZOO_DIR
-from tests.conftest import openai_reference, serving
+from tests.conftest import openai_reference, serving, visit
 from tests.viewer_data import write_export, write_openai_dir
 
 TINY_SAE = ZOO_DIR / "tiny" / "saes" / "topk" / "resid_post_mlp" / "2.pt"
@@ -60,24 +60,6 @@ def server(dirs):
     argv += ["experiment=tiny", "--no-browser", "--cache-dir", str(dirs["cache"])]
     with serving(argv) as srv:
         yield srv
-
-
-@pytest.fixture
-def page(browser, server):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.errors, page.dialogs = [], []
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
-    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
-    yield page
-    assert not page.errors, page.errors
-    context.close()
-
-
-def visit(page, server, hash: str):
-    page.goto(server.url + hash)
-    page.wait_for_selector(f'body[data-ready="{hash}"]')
-    assert not page.query_selector("main .error"), page.inner_text("main")
 
 
 def get(server, path: str, headers: dict | None = None) -> http.client.HTTPResponse:
