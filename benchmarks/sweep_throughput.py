@@ -60,7 +60,7 @@ def fused(saes: Path, places: list[tuple[str, int]], evals: str, args, cwd: Path
     for location, layer in places:
         entry = f"+sweep.saes.{location}_{layer}"
         entries += [
-            f"{entry}._target_=saelab.sae.checkpoints.from_path",
+            f"{entry}._target_=saelab.sae.checkpoints.Files",
             f"{entry}.path={saes / f'{location}_{layer}.pt'}",
             f"{entry}.location={location}",
             f"{entry}.layer={layer}",

@@ -12,8 +12,9 @@ from typing import Any
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
+from saelab.config import compose, config_dir
 from saelab.errors import UserError, exit_with
-from saelab.tasks.common import close_loggers, compose, config_dir
+from saelab.tasks.common import close_loggers
 
 # command -> (module with `run(cfg)`, one-line description); each has conf/<command>.yaml
 # (export is the eval loop with the export plugin alone: the same `run`, its own defaults).

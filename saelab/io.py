@@ -1,7 +1,8 @@
-"""Atomic file writes: a reader never sees a half-written file under the final name."""
+"""Files: atomic writes (a reader never sees a half-written file under the final name), hashes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -44,6 +45,14 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any], sync: bool = Tru
 def write_json(path: Path, data: Any) -> Path:
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
     return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _umask() -> int:

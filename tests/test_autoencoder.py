@@ -7,7 +7,7 @@ import torch
 import saelab
 from saelab.errors import UserError
 from saelab.sae.autoencoder import Autoencoder
-from saelab.sae.checkpoints import load_autoencoder
+from saelab.sae.checkpoints import load
 from tests.conftest import openai_reference, openai_state_dict
 
 
@@ -65,7 +65,7 @@ def test_openai_file_round_trips_through_blobfile(tmp_path, activation_keys):
     original = openai_state_dict(64, 16, k=4, activation_keys=activation_keys)
     path = tmp_path / "sae.pt"
     torch.save(original, path)
-    sae = load_autoencoder(path)  # reads through blobfile from a local path
+    sae = load(path=str(path)).sae  # reads through blobfile from a local path
     assert (sae.n_latents, sae.n_inputs, sae.k) == (64, 16, 4)
     out = sae.state_dict()
     expected = {k: v for k, v in original.items() if not k.startswith("activation.")}
@@ -76,7 +76,7 @@ def test_openai_file_round_trips_through_blobfile(tmp_path, activation_keys):
         else:
             assert out[key] == dict(value) if isinstance(value, OrderedDict) else out[key] == value
     torch.save(out, tmp_path / "again.pt")
-    again = load_autoencoder(tmp_path / "again.pt")
+    again = load(path=str(tmp_path / "again.pt")).sae
     assert torch.equal(again.W_dec, sae.W_dec) and again.k == 4
 
 
@@ -115,7 +115,7 @@ def test_refuses_arbitrary_unpickling(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"pre_bias": torch.zeros(2), "payload": UserError("code")}, path)
     with pytest.raises(UserError, match="weights_only"):
-        load_autoencoder(path)
+        load(path=str(path))
 
 
 def test_truncated_and_wrong_files_are_clear_errors(tmp_path):
@@ -124,15 +124,15 @@ def test_truncated_and_wrong_files_are_clear_errors(tmp_path):
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(UserError, match="truncated or corrupt"):
-        load_autoencoder(truncated)
+        load(path=str(truncated))
     text = tmp_path / "notes.pt"
     text.write_text("hello, not a checkpoint\n")
     with pytest.raises(UserError, match="not a torch checkpoint|truncated or corrupt"):
-        load_autoencoder(text)
+        load(path=str(text))
     partial = tmp_path / "partial.pt"
     torch.save({"pre_bias": torch.zeros(8)}, partial)
     with pytest.raises(UserError, match="missing encoder.weight"):
-        load_autoencoder(partial)
+        load(path=str(partial))
 
 
 @pytest.mark.parametrize(
@@ -165,5 +165,5 @@ def test_file_without_activation_key_loads_as_relu(tmp_path):
     sd = openai_state_dict(32, 8, k=None)
     del sd["activation"], sd["activation_state_dict"]
     torch.save(sd, tmp_path / "v1.pt")
-    sae = load_autoencoder(tmp_path / "v1.pt")
+    sae = load(path=str(tmp_path / "v1.pt")).sae
     assert sae.k is None and not sae.normalize and sae.activation_name == "ReLU"

@@ -1,10 +1,13 @@
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 import saelab
 from saelab.errors import UserError
+from saelab.io import sha256
 from saelab.sae import checkpoints
+from saelab.sources.places import every_place
 from tests.conftest import write_openai_checkpoint
 
 URL = "az://bucket/sae/6.pt"
@@ -27,15 +30,17 @@ def test_openai_paths_match_their_release():
 @pytest.mark.parametrize(
     ("family", "location", "layer", "message"),
     [
-        ("v5_32k", "mlp_post_act", 0, "v5_32k SAEs have no location 'mlp_post_act'"),
-        ("v1", "resid_post_attn", 0, "v1 SAEs have no location"),
-        ("v4", "resid_delta_mlp", 12, "layers 0-11, not layer=12"),
+        ("v5_32k", "mlp_post_act", 0, "v5_32k family has no SAE at mlp_post_act/0"),
+        ("v1", "resid_post_attn", 0, "v1 family has no SAE at resid_post_attn/0"),
+        ("v4", "resid_delta_mlp", 12, "layer=12 is out of range: gpt2 has layers 0-11"),
         ("v6", "resid_delta_mlp", 0, "unknown OpenAI SAE family"),
     ],
 )
 def test_family_coverage_errors(family, location, layer, message):
+    """Checked before anything downloads: the family's places against the model's."""
+    gpt2_small = SimpleNamespace(name="gpt2", n_layers=12, places=lambda: every_place(12))
     with pytest.raises(UserError, match=message):
-        checkpoints.openai(family, location, layer)
+        checkpoints.locate(checkpoints.Release(family), gpt2_small, layer, location)
 
 
 class FakeRemote:
@@ -83,11 +88,11 @@ def test_download_once_then_cached(tmp_path, monkeypatch):
     remote = FakeRemote({URL: source})
     use_remote(monkeypatch, remote)
     cache = tmp_path / "cache"
-    first = checkpoints.from_path(URL, str(cache))
-    second = checkpoints.from_path(URL, str(cache))
+    first = checkpoints.load(path=URL, cache_dir=str(cache))
+    second = checkpoints.load(path=URL, cache_dir=str(cache))
     assert remote.opened == 1
-    assert Path(first.local_path) == cache / "checkpoints" / "az" / "bucket" / "sae" / "6.pt"
-    assert first.sha256 == second.sha256 == checkpoints.sha256(source)
+    assert Path(first.weights) == cache / "checkpoints" / "az" / "bucket" / "sae" / "6.pt"
+    assert first.sha256 == second.sha256 == sha256(source)
     assert first.source == URL and first.sae.k == 4
 
 
@@ -96,7 +101,7 @@ def test_interrupted_download_leaves_nothing_that_looks_complete(tmp_path, monke
     use_remote(monkeypatch, FakeRemote({URL: source}, fail_after=2048))
     cache = tmp_path / "cache"
     with pytest.raises(UserError, match="could not download .*connection reset"):
-        checkpoints.from_path(URL, str(cache))
+        checkpoints.load(path=URL, cache_dir=str(cache))
     assert [p for p in cache.rglob("*") if p.is_file()] == []
 
 
@@ -109,20 +114,20 @@ def test_corrupt_cached_download_is_deleted(tmp_path, monkeypatch):
     remote = FakeRemote({URL: source})
     use_remote(monkeypatch, remote)
     with pytest.raises(UserError, match="truncated or corrupt.*deleted the cached copy"):
-        checkpoints.from_path(URL, str(cache))
+        checkpoints.load(path=URL, cache_dir=str(cache))
     assert not cached.exists() and remote.opened == 0
-    assert checkpoints.from_path(URL, str(cache)).sae.k == 4  # fetched again
+    assert checkpoints.load(path=URL, cache_dir=str(cache)).sae.k == 4  # fetched again
     assert remote.opened == 1
 
 
 def test_missing_remote_and_local_files(tmp_path, monkeypatch):
     use_remote(monkeypatch, FakeRemote({}))
     with pytest.raises(UserError, match="no checkpoint at az://bucket/sae/6.pt"):
-        checkpoints.from_path(URL, str(tmp_path))
+        checkpoints.load(path=URL, cache_dir=str(tmp_path))
     with pytest.raises(UserError, match="SAE checkpoint not found"):
-        checkpoints.from_path(str(tmp_path / "nope.pt"))
+        checkpoints.load(path=str(tmp_path / "nope.pt"))
     with pytest.raises(UserError, match="sae.path"):
-        checkpoints.from_path("???")
+        checkpoints.load(path="???")
 
 
 def test_unreachable_host_names_the_cache_and_offline_options(tmp_path):

@@ -299,7 +299,7 @@ def test_relu_sae_on_mlp_activations_in_process(monkeypatch, tmp_path, relu_mlp_
 class MaxActivation(EvalPlugin):
     """The README's example plugin."""
 
-    def setup(self, sae):
+    def setup(self, run):
         self.add_state("max", default=torch.tensor(0.0), dist_reduce_fx="max")
 
     def update(self, batch):

@@ -100,7 +100,7 @@ def sweep(launch_ddp: bool, checkpoint: Path, cwd: Path) -> dict[str, dict]:
     entries = []
     for name, layer in (("a", 0), ("b", 1)):
         entries += [
-            f"+sweep.saes.{name}._target_=saelab.sae.checkpoints.from_path",
+            f"+sweep.saes.{name}._target_=saelab.sae.checkpoints.Files",
             f"+sweep.saes.{name}.path={checkpoint}",
             f"+sweep.saes.{name}.location=resid_post_mlp",
             f"+sweep.saes.{name}.layer={layer}",

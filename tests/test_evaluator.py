@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from saelab.evals import Density, Downstream, Reconstruction
+from saelab.evals.base import RunContext
 from saelab.evals.evaluator import BatchEvaluator, Probe, compute_all
 from saelab.sae.autoencoder import Autoencoder
+from saelab.sources.places import Place
 from tests.conftest import TINY_MODEL
 
 PLACES = [  # (location, layer, k): two SAEs share the layer-1 resid_post_mlp hook
@@ -22,13 +24,15 @@ PLACES = [  # (location, layer, k): two SAEs share the layer-1 resid_post_mlp ho
 def probes(model) -> list[Probe]:
     out = []
     for i, (location, layer, k) in enumerate(PLACES):
-        sae = Autoencoder.random(128, model.width(location), k=k, seed=i)
+        place = Place(location, layer)
+        sae = Autoencoder.random(128, model.width(place.hook), k=k, seed=i)
         with torch.no_grad():
             sae.latent_bias.fill_(0.1)  # a ReLU SAE with some latents firing
         plugins = {"r": Reconstruction(), "d": Downstream(), "n": Density()}
+        run = RunContext.of_sae(sae, model, place)
         for plugin in plugins.values():
-            plugin.setup(sae)
-        out.append(Probe(model.hook_name(location, layer), layer, sae, plugins))
+            plugin.setup(run)
+        out.append(Probe(run, plugins))
     return out
 
 

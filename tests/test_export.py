@@ -5,19 +5,21 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from saelab.cli import main
-from saelab.evals.base import EvalBatch
+from saelab.evals.base import EvalBatch, RunContext
 from saelab.evals.evaluator import encode_decode
 from saelab.export import Export, weights
 from saelab.export.ablation import ablation_effects
-from saelab.export.plugin import hist_edges
+from saelab.export.settings import hist_edges
 from saelab.export.writer import Sets, intervals, round_acts
 from saelab.sae.autoencoder import Autoencoder
+from saelab.sources.places import Place
 from tests.test_cli import FAST
 
 B, T, D, N_LATENTS, VOCAB = 6, 12, 16, 40, 50
@@ -27,7 +29,7 @@ def run_plugin(sae: Autoencoder, n_batches: int = 4, vocab: int = VOCAB, **optio
     """The plugin over random batches, and the dense latents [contexts, T, n] it saw."""
     torch.manual_seed(0)
     plugin = Export(window=(3, 2), **options)
-    plugin.setup(sae)
+    plugin.setup(RunContext.of_sae(sae))
     dense = torch.zeros(n_batches * B, T, N_LATENTS)
     tokens_all = torch.randint(0, vocab, (n_batches * B, T))
     for i in range(n_batches):
@@ -184,12 +186,11 @@ def test_reservoir_is_a_sample_of_positive_events_and_intervals_hold_their_examp
 
 
 def test_logit_effects_and_neighbours_match_direct_computation(tiny_model):
-    d_mlp = tiny_model.width("mlp_post_act")
+    d_mlp = tiny_model.width(Place("mlp_post_act", 0).hook)
     for location, width in (("resid_post_mlp", 64), ("mlp_post_act", d_mlp)):
         W_dec = torch.randn(30, width)
-        top_ids, top_values, bottom_ids, bottom_values = weights.logit_effects(
-            tiny_model, location, 1, W_dec, 5
-        )
+        run = RunContext.of_sae(Autoencoder(30, width), tiny_model, Place(location, 1))
+        top_ids, top_values, bottom_ids, bottom_values = weights.logit_effects(run, W_dec, 5)
         bridge = tiny_model.bridge
         direction = W_dec @ bridge.blocks[1].mlp.W_out if location == "mlp_post_act" else W_dec
         logits = (direction * bridge.ln_final.w) @ bridge.W_U
@@ -276,8 +277,9 @@ def test_eval_with_export_writes_both(tmp_path: Path):
 def test_ablation_effects_match_a_hooked_forward(tiny_model, location):
     """Against the whole model run with a hook that removes the latent's share by hand."""
     layer, T_ctx = 0, 16  # block 1's attention carries the change to later positions
-    hook = tiny_model.hook_name(location, layer)
-    sae = Autoencoder.random(32, tiny_model.width(location), k=4, seed=2).requires_grad_(False)
+    place = Place(location, layer)
+    hook = place.hook
+    sae = Autoencoder.random(32, tiny_model.width(hook), k=4, seed=2).requires_grad_(False)
     generator = torch.Generator().manual_seed(3)
     contexts = torch.randint(0, tiny_model.vocab_size, (5, T_ctx), generator=generator)
     examples = {
@@ -287,9 +289,9 @@ def test_ablation_effects_match_a_hooked_forward(tiny_model, location):
         "act": torch.tensor([2.0, 0.5, 3.0, 1.25, 4.0, 0.75]),
     }
     offsets = torch.arange(-3, 4)
-    loss_diff, kl = ablation_effects(
-        tiny_model, hook, layer, sae, contexts, examples, offsets, batch_size=4
-    )
+    data = SimpleNamespace(tokens=contexts, batch_size=4)
+    run = RunContext.of_sae(sae, tiny_model, place, data)
+    loss_diff, kl = ablation_effects(run, examples, offsets)
     bridge = tiny_model.bridge
     for e in range(6):
         latent, ctx, pos, act = (int(examples[k][e]) if k != "act" else float(examples[k][e])

@@ -202,7 +202,7 @@ SAELENS_CASES = [
 @pytest.mark.parametrize("case", SAELENS_CASES, ids=lambda c: "-".join(map(str, c.values())))
 def test_saelens_matches_its_formulas(tmp_path, case):
     directory = write_saelens(tmp_path / "sae", **case)
-    checkpoint = formats.load(directory)
+    checkpoint = formats.read(directory)
     assert checkpoint.format == "saelens"
     assert checkpoint.hook == "blocks.1.hook_resid_post"
     assert checkpoint.model_name == "random_gpt2(seed=0)"
@@ -220,7 +220,7 @@ def test_saelens_without_b_dec_on_input_is_the_same_sae_with_a_folded_bias(tmp_p
 
     directory = write_saelens(tmp_path / "sae", "topk", apply_b_dec=False)
     t = load_file(str(directory / "sae_weights.safetensors"))
-    sae = formats.load(directory).sae
+    sae = formats.read(directory).sae
     torch.testing.assert_close(sae.pre_bias.data, t["b_dec"])
     folded = t["b_enc"] + torch.einsum("d,dn->n", t["b_dec"], t["W_enc"])
     torch.testing.assert_close(sae.latent_bias.data, folded)
@@ -228,7 +228,7 @@ def test_saelens_without_b_dec_on_input_is_the_same_sae_with_a_folded_bias(tmp_p
 
 def test_sparsify_matches_its_formulas(tmp_path):
     directory = write_sparsify(tmp_path / "run" / "h.1")
-    checkpoint = formats.load(directory)
+    checkpoint = formats.read(directory)
     assert checkpoint.format == "sparsify" and checkpoint.sae.k == K
     assert checkpoint.hook == "blocks.1.hook_resid_post"  # from the hookpoint's name
     x = inputs()
@@ -261,7 +261,7 @@ def test_sparsify_multi_hook_layout_picks_a_subfolder(tmp_path):
 @pytest.mark.parametrize("as_directory", [False, True])
 def test_gemmascope_matches_its_formulas(tmp_path, as_directory):
     path = write_gemmascope(tmp_path / "layer_1" / "params.npz")
-    checkpoint = formats.load(path.parent if as_directory else path)
+    checkpoint = formats.read(path.parent if as_directory else path)
     assert checkpoint.format == "gemmascope" and checkpoint.sae.jumprelu
     x = inputs()
     check_against(checkpoint.sae, gemmascope_reference(path, x), x)
@@ -274,7 +274,7 @@ def test_openai_files_detected_and_loaded(tmp_path, variant):
     if variant.startswith("relu"):
         del sd["activation"], sd["activation_state_dict"]
     torch.save(sd, tmp_path / "sae.pt")
-    checkpoint = formats.load(tmp_path / "sae.pt")
+    checkpoint = formats.read(tmp_path / "sae.pt")
     assert checkpoint.format == "openai" and checkpoint.hook is None
     x = inputs()
     check_against(checkpoint.sae, openai_reference(sd, x), x)
@@ -404,7 +404,7 @@ def test_sweep_mixing_four_formats_gives_one_summary(tmp_path):
     overrides = ["sae=none"]
     for name, (path, fmt, extra) in saes.items():
         entry = f"+sweep.saes.{name}"
-        overrides += [f"{entry}._target_=saelab.sae.checkpoints.load", f"{entry}.path={path}",
+        overrides += [f"{entry}._target_=saelab.sae.checkpoints.Files", f"{entry}.path={path}",
                       f"{entry}.format={fmt}", *(f"{entry}.{e}" for e in extra)]
     root = tmp_path / "sweep"
     main(["sweep", *COMMON, *overrides, f"hydra.run.dir={root}"])
@@ -477,7 +477,8 @@ def bad_format_inputs(tmp: Path) -> list[tuple[list[str], str]]:
          "expected_average_only_in needs its scaling factor"),
         (sae(write_saelens(tmp / "jr", "jumprelu", d=64, threshold=False)),
          "a jumprelu SAE needs its threshold"),
-        (sae(write_saelens(tmp / "k", "topk", d=64, k=0)), "k=0 is not in \\[1, d_sae=48\\]"),
+        (sae(write_saelens(tmp / "k", "topk", d=64, k=0)),
+         "k=0 must be an integer from 1 to n_latents=48"),
         (sae(write_saelens(tmp / "dz", d=64, d_in="64")), "d_in must be an integer"),
         (sae(saelens, "auto", "layer=0"), "trained at blocks.1.hook_resid_post .* layer=0 was"),
         (sae(saelens, "auto", "location=resid_pre"), "trained at blocks.1.hook_resid_post"),
@@ -515,7 +516,7 @@ def test_bad_convert_inputs_exit_2_with_one_clear_line(monkeypatch, tmp_path, ca
 
     gemma = write_gemmascope(tmp_path / "gs" / "params.npz")
     relu_ln = tmp_path / "relu_ln"
-    formats.save(formats.load(write_saelens(tmp_path / "sl", normalize="layer_norm")).sae,
+    formats.save(formats.read(write_saelens(tmp_path / "sl", normalize="layer_norm")).sae,
                  relu_ln, "saelab")
     cases = [
         ([str(gemma), str(tmp_path / "o.pt"), "--to", "openai"], "cannot express this JumpReLU"),

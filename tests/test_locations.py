@@ -15,12 +15,12 @@ import torch
 from torch import Tensor
 from transformers import GPT2LMHeadModel
 
-from saelab.evals.base import EvalBatch
+from saelab.evals.base import EvalBatch, RunContext
 from saelab.evals.downstream import Downstream
 from saelab.evals.evaluator import BatchEvaluator, Probe
 from saelab.sae.autoencoder import Autoencoder
-from saelab.sources.hooks import HOOKS
 from saelab.sources.models import ModelSource, bundled, random_gpt2, random_hf_gpt2
+from saelab.sources.places import HOOKS, Place
 from saelab.zoo import ZOO_DIR
 from tests.conftest import TINY_MODEL
 
@@ -117,10 +117,11 @@ class Keep(Downstream):
 
 
 def evaluate(source: ModelSource, location: str, tokens: Tensor, mask: Tensor) -> EvalBatch:
-    hook = source.hook_name(location, LAYER)
-    sae = Autoencoder.random(512, source.width(location), k=8, seed=1)
+    place = Place(location, LAYER)
+    sae = Autoencoder.random(512, source.width(place.hook), k=8, seed=1)
     keep = Keep()
-    BatchEvaluator(source, [Probe(hook, LAYER, sae, {"keep": keep})])(tokens, mask)
+    probe = Probe(RunContext.of_sae(sae, source, place), {"keep": keep})
+    BatchEvaluator(source, [probe])(tokens, mask)
     return keep.batch
 
 

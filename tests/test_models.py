@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from saelab.errors import UserError
-from saelab.sources.hooks import HOOKS
 from saelab.sources.models import hf_local, random_hf_gpt2
+from saelab.sources.places import HOOKS, Place, check_layers
 from tests.conftest import TINY_MODEL
 
 
@@ -11,7 +11,7 @@ def test_resid_deltas_add_up(tiny_model):
     """resid_post_mlp = resid_post_attn + resid_delta_mlp, and resid_post_attn = pre + attn."""
     tokens = torch.randint(0, TINY_MODEL["vocab_size"], (2, 7))
     acts = {}
-    names = {loc: tiny_model.hook_name(loc, 0) for loc in HOOKS}
+    names = {loc: Place(loc, 0).hook for loc in HOOKS}
     hooks = [
         (name, lambda a, hook, loc=loc: acts.__setitem__(loc, a)) for loc, name in names.items()
     ] + [("blocks.0.hook_resid_pre", lambda a, hook: acts.__setitem__("pre", a))]
@@ -35,11 +35,13 @@ def test_random_model_is_seeded():
 
 
 def test_bad_layer_and_location(tiny_model):
-    with pytest.raises(UserError, match="layers 0-1"):
-        tiny_model.hook_name("resid_post_mlp", 2)
+    with pytest.raises(UserError, match="layer=2 is out of range: .* has layers 0-1"):
+        check_layers([0, 2], tiny_model)
     with pytest.raises(UserError, match="unknown location 'resid_mid'"):
-        tiny_model.hook_name("resid_mid", 0)
-    assert tiny_model.hook_name("resid_pre", 1) == "blocks.1.hook_resid_pre"
+        Place("resid_mid", 0)
+    assert Place("resid_pre", 1).hook == "blocks.1.hook_resid_pre"
+    assert Place.of_hook("blocks.1.hook_resid_pre") == Place("resid_pre", 1)
+    assert len(tiny_model.places()) == 2 * len(HOOKS)
 
 
 def test_hf_local_loads_a_saved_model_offline(tiny_model, tmp_path):

@@ -34,7 +34,7 @@ def sweep_overrides(checkpoints: dict[str, Path]) -> list[str]:
     for name, location, layer, _, _ in SAES:
         entry = f"+sweep.saes.{name}"
         out += [
-            f"{entry}._target_=saelab.sae.checkpoints.from_path",
+            f"{entry}._target_=saelab.sae.checkpoints.Files",
             f"{entry}.path={checkpoints[name]}",
             f"{entry}.location={location}",
             f"{entry}.layer={layer}",

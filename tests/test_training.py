@@ -10,11 +10,15 @@ import pytest
 import torch
 
 from saelab.cli import main
+from saelab.evals.base import RunContext
 from saelab.sae.autoencoder import Autoencoder
-from saelab.sae.checkpoints import load_autoencoder
+from saelab.sae.checkpoints import load
+from saelab.sources.places import Place
 from saelab.train.module import HookSAE, SAETraining
 from saelab.train.recipes import ReluL1, TopK, geometric_median
 from tests.conftest import TINY_OVERRIDES
+
+SYN = Place("resid_post_mlp", 0)  # where the synthetic activations stand
 
 D, N_TRUE = 64, 256
 
@@ -33,7 +37,7 @@ class SparseDictionary:
 
     def stream(self, n_batches: int, size: int, seed: int = 1) -> "Batches":
         g = torch.Generator().manual_seed(seed)
-        return Batches([{"syn": self.batch(size, g)} for _ in range(n_batches)])
+        return Batches([{SYN.hook: self.batch(size, g)} for _ in range(n_batches)])
 
     def recovered(self, W_dec: torch.Tensor) -> float:
         """Fraction of true directions matched by some decoder row with cosine > 0.9."""
@@ -59,7 +63,7 @@ def fit(recipe, data: SparseDictionary, steps: int, lr: float = 3e-3, prepare=No
         prepare(sae)
     module = SAETraining(
         None,
-        [HookSAE("syn", 0, sae, scale)],
+        [HookSAE(RunContext.of_sae(sae, place=SYN), scale)],
         recipe,
         lr=lr,
         warmup_steps=20,
@@ -186,7 +190,7 @@ def test_a_training_step_never_waits_for_the_device(monkeypatch):
         sae.stats_last_nonzero[:256] = 5000  # half dead: the AuxK path runs
     module = SAETraining(
         None,
-        [HookSAE("syn", 0, sae, scale)],
+        [HookSAE(RunContext.of_sae(sae, place=SYN), scale)],
         recipe,
         total_steps=10,
         finite_check_every_n_steps=5,
@@ -269,8 +273,8 @@ def test_train_two_layers_from_the_cli_and_evaluate_the_saved_file(tmp_path):
     hook = "blocks.1.hook_resid_post"
     logged = summary["saes"][hook]["validation"]
     sae_pt = run_dir / "saes" / hook / "sae.pt"
-    saelab_format = load_autoencoder(run_dir / "saes" / hook / "sae.safetensors")
-    assert torch.equal(load_autoencoder(sae_pt).W_dec, saelab_format.W_dec)
+    saelab_format = load(path=str(run_dir / "saes" / hook / "sae.safetensors")).sae
+    assert torch.equal(load(path=str(sae_pt)).sae.W_dec, saelab_format.W_dec)
 
     # the OpenAI-format file, evaluated on the same held-out tokens, gives the logged metrics
     main(
@@ -302,7 +306,7 @@ def test_train_two_layers_from_the_cli_and_evaluate_the_saved_file(tmp_path):
 
 
 def final_weights(run_dir):
-    return load_autoencoder(run_dir / "saes" / "blocks.0.hook_resid_post" / "sae.pt")
+    return load(path=str(run_dir / "saes" / "blocks.0.hook_resid_post" / "sae.pt")).sae
 
 
 def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, monkeypatch):

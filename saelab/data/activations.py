@@ -13,13 +13,14 @@ import json
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from saelab.errors import UserError
+from saelab.errors import UserError, first_line
 from saelab.io import atomic_path, write_json
 from saelab.sources.models import ModelSource
 
@@ -110,7 +111,7 @@ class ModelActivations(BufferedStream):
         exclude_first: bool = True,
         seed: int = 0,
     ) -> None:
-        widths = {hook: model.width_of(hook) for hook in hooks}
+        widths = {hook: model.width(hook) for hook in hooks}
         first = int(exclude_first)
         super().__init__(
             hooks, widths, len(tokens), tokens.shape[1] - first, batch_size, buffer_contexts, seed
@@ -123,20 +124,17 @@ class ModelActivations(BufferedStream):
     def collect(self, contexts: Tensor) -> dict[str, Tensor]:
         """Activations at every hook for `contexts`, from one forward per chunk."""
         chunks: dict[str, list[Tensor]] = {hook: [] for hook in self.hooks}
-
-        def capture(name: str):
-            def hook_fn(act: Tensor, hook) -> Tensor:
-                chunks[name].append(act[:, self.first :].reshape(-1, act.shape[-1]))
-                return act
-
-            return hook_fn
-
-        hooks = [(name, capture(name)) for name in self.hooks]
         stop = max(self.hooks.values()) + 1
         for start in range(0, len(contexts), self.forward_batch):
             batch = contexts[start : start + self.forward_batch].to(self.device)
-            self.model.bridge.run_with_hooks(batch, fwd_hooks=hooks, stop_at_layer=stop)
+            acts, _ = self.model.capture(batch, self.hooks, stop, keep=self.evaluated)
+            for hook, act in acts.items():
+                chunks[hook].append(act)
         return {hook: torch.cat(parts) for hook, parts in chunks.items()}
+
+    def evaluated(self, act: Tensor) -> Tensor:
+        """[B, T, width] -> [B * (T - first), width]: the positions trained on, flattened."""
+        return act[:, self.first :].reshape(-1, act.shape[-1])
 
     def buffer(self, index: int) -> dict[str, Tensor]:
         return self.collect(self.tokens[self.contexts(index)])
@@ -193,40 +191,54 @@ class CachedActivations(BufferedStream):
     "n_contexts", "tokens_per_context", "dtype", "seed", and the model and data it came from})
     and one `<hook>.npy` per hook, [n_contexts * tokens_per_context, width], rows in stream
     order (contexts already shuffled by the seed). Memory-mapped: only a buffer is in memory.
+
+    The cache must hold what `live` (the stream it stands in for) would compute, from the
+    model and data of `origin`: every field that could differ is checked, so a cache of
+    another model, data, context length, size or seed is refused, not trained on.
     """
 
-    def __init__(
-        self,
-        directory: Path,
-        hooks: dict[str, int],
-        batch_size: int,
-        buffer_contexts: int,
-        seed: int,
-    ) -> None:
-        manifest_path = Path(directory) / MANIFEST
-        if not manifest_path.is_file():
-            raise UserError(f"no complete activation cache in {directory} (no {MANIFEST})")
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("format") != CACHE_FORMAT:
-            raise UserError(f"{directory} is not a {CACHE_FORMAT} cache")
-        missing = sorted(set(hooks) - set(manifest["hooks"]))
-        if missing:
-            raise UserError(f"the activation cache {directory} lacks hooks {missing}")
-        if manifest["seed"] != seed:
+    def __init__(self, directory: Path, live: BufferedStream, origin: dict[str, Any]) -> None:
+        manifest = read_manifest(Path(directory))
+        expected = {
+            "format": CACHE_FORMAT,
+            **origin,
+            "tokens_per_context": live.tokens_per_context,
+            "n_contexts": live.n_contexts,
+            "seed": live.seed,
+        }
+        for key, value in expected.items():
+            if manifest.get(key) != value:
+                raise UserError(
+                    f"the activation cache {directory} was written for {key}="
+                    f"{json.dumps(manifest.get(key))}, not {json.dumps(value)}: choose another "
+                    "train.activation_cache directory, or delete this one to rewrite it"
+                )
+        widths = manifest.get("hooks") if isinstance(manifest.get("hooks"), dict) else {}
+        if any(widths.get(hook) != width for hook, width in live.widths.items()):
             raise UserError(
-                f"the activation cache {directory} was written with seed="
-                f"{manifest['seed']}, not {seed}"
+                f"the activation cache {directory} holds hooks {sorted(widths)}, not all of "
+                f"{sorted(live.widths)}: choose another train.activation_cache directory"
             )
         super().__init__(
-            hooks,
-            {h: manifest["hooks"][h] for h in hooks},
-            manifest["n_contexts"],
-            manifest["tokens_per_context"],
-            batch_size,
-            buffer_contexts,
-            seed,
-        )
-        self.arrays = {h: np.load(Path(directory) / f"{h}.npy", mmap_mode="r") for h in hooks}
+            live.hooks, live.widths, live.n_contexts, live.tokens_per_context,
+            live.batch_size, live.buffer_contexts, live.seed,
+        )  # fmt: skip
+        self.arrays = {}
+        for hook, width in live.widths.items():
+            path = Path(directory) / f"{hook}.npy"
+            try:
+                array = np.load(path, mmap_mode="r")
+            except (OSError, ValueError) as error:
+                raise UserError(
+                    f"{path} is truncated or corrupt ({first_line(error)}): delete "
+                    f"{directory} to rewrite the cache"
+                ) from None
+            if array.shape != (self.n_contexts * self.tokens_per_context, width):
+                raise UserError(
+                    f"{path} has shape {array.shape}, not what its manifest says: delete "
+                    f"{directory} to rewrite the cache"
+                )
+            self.arrays[hook] = array
 
     def buffer(self, index: int) -> dict[str, Tensor]:
         acts = {}
@@ -235,3 +247,19 @@ class CachedActivations(BufferedStream):
             contexts = array.reshape(-1, self.tokens_per_context, width)[self.contexts(index)]
             acts[hook] = torch.from_numpy(np.array(contexts)).reshape(-1, width).float()
         return {hook: a.to(self.device) for hook, a in acts.items()}
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise UserError(f"no complete activation cache in {directory} (no {MANIFEST})")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UserError(
+            f"{path} is truncated or corrupt ({first_line(error)}): delete {directory} to "
+            "rewrite the cache"
+        ) from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{path} is not an activation cache manifest: delete {directory}")
+    return manifest

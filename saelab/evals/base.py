@@ -1,22 +1,30 @@
-"""The plugin interface: what an evaluation plugin sees of each batch, and what it returns.
+"""The plugin interface: the run a plugin evaluates, what it sees of each batch, and what it
+returns.
 
-A plugin is a torchmetrics `Metric`: it keeps its running sums in states registered with
-`add_state(..., dist_reduce_fx="sum")`, so `compute()` is correct across DDP ranks, and
-`compute()` returns a dict of results keyed `"<plugin>/<metric>"`. Scalars go to
-metrics.json and the loggers; tensors (per-latent arrays) go to `save_artifacts`.
+A plugin is a torchmetrics `Metric`: `setup(run)` gets the run (model, place, checkpoint,
+data), it keeps its running sums in states registered with `add_state(...,
+dist_reduce_fx="sum")`, so `compute()` is correct across DDP ranks, and `compute()` returns
+a dict of results keyed `"<plugin>/<metric>"`. Scalars go to metrics.json and the loggers;
+tensors (per-latent arrays) go to `save_artifacts`. A plugin that needs more than the
+evaluated batches (its own pass over the data, e.g. probing) draws it through
+`run.activations`, the model's own capture path.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from saelab.data.tokens import TokenDataModule
+from saelab.formats.base import Checkpoint
 from saelab.sae.autoencoder import Autoencoder, SparseLatents
+from saelab.sources.models import ModelSource
+from saelab.sources.places import Place
 
 # What a plugin may ask the evaluation loop for, beyond activations and SAE outputs: the
 # model's next-token log-probabilities, clean, with the SAE spliced in, and zero-ablated.
@@ -25,6 +33,45 @@ LOG_PROBS, SPLICED_LOG_PROBS, ABLATED_LOG_PROBS = (
     "spliced_log_probs",
     "ablated_log_probs",
 )
+
+
+@dataclass
+class RunContext:
+    """The run a plugin evaluates: the model, where the SAE reads, the checkpoint (the SAE and
+    its provenance), the data (its tokens, `data.tokens`, once prepared) and the run's seed.
+    `model`, `place` and `data` are None only for a plugin exercised on an SAE alone."""
+
+    model: ModelSource | None
+    place: Place | None
+    checkpoint: Checkpoint
+    data: TokenDataModule | None = None
+    seed: int = 0
+
+    @classmethod
+    def of_sae(cls, sae: Autoencoder, model: ModelSource | None = None, place: Place | None = None,
+               data: TokenDataModule | None = None, seed: int = 0) -> RunContext:  # fmt: skip
+        """A run of an SAE held in memory (training, tests): no file behind it."""
+        return cls(model, place, Checkpoint(sae, None, "memory"), data, seed)
+
+    @property
+    def sae(self) -> Autoencoder:
+        return self.checkpoint.sae
+
+    @property
+    def hook(self) -> str:
+        return self.place.hook
+
+    @property
+    def device(self) -> torch.device:
+        return self.sae.W_dec.device
+
+    def activations(self, tokens: Tensor) -> Tensor:
+        """The hook's activations [B, T, width] for `tokens` [B, T], from a forward that stops
+        after the hooked block (on the SAE's device)."""
+        acts, _ = self.model.capture(
+            tokens.to(self.device), [self.hook], stop_at_layer=self.place.layer + 1
+        )
+        return acts[self.hook]
 
 
 @dataclass
@@ -79,13 +126,17 @@ class EvalBatch:
 
 
 class EvalPlugin(Metric):
-    """Base class of evaluation plugins. Subclasses implement `update` and `compute`."""
+    """Base class of evaluation plugins. Subclasses implement `update` and `compute`.
+
+    `needs`: what the evaluator must compute for this plugin beyond activations and SAE
+    outputs (`LOG_PROBS`, `SPLICED_LOG_PROBS`, `ABLATED_LOG_PROBS`)."""
 
     needs: ClassVar[frozenset[str]] = frozenset()
     full_state_update = False
 
-    def setup(self, sae: Autoencoder) -> None:
-        """Called once before the first batch: register states whose shape depends on the SAE."""
+    def setup(self, run: RunContext) -> None:
+        """Called once before the first batch: register states whose shape depends on the SAE
+        (`run.sae`), keep what else of the run the plugin reads."""
 
     def update(self, batch: EvalBatch) -> None:
         raise NotImplementedError
@@ -96,6 +147,10 @@ class EvalPlugin(Metric):
     def save_artifacts(self, results: dict[str, float | Tensor], out_dir: Path) -> list[Path]:
         """Write files for the viewer (after `compute`); return their paths."""
         return []
+
+    def media(self, results: dict[str, float | Tensor]) -> dict[str, Any]:
+        """W&B media (histograms, plots) of the results, logged with the scalars."""
+        return {}
 
     def add_sum_state(self, name: str, shape: tuple[int, ...] = (), dtype=torch.float64) -> None:
         self.add_state(name, default=torch.zeros(shape, dtype=dtype), dist_reduce_fx="sum")

@@ -9,9 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from saelab.evals.base import EvalBatch, EvalPlugin
+from saelab.evals.base import EvalBatch, EvalPlugin, RunContext
 from saelab.io import atomic_write
-from saelab.sae.autoencoder import Autoencoder
 
 DENSE_THRESHOLD = 0.1
 HISTOGRAM_BINS = np.linspace(-8, 0, 41)
@@ -24,9 +23,9 @@ class Density(EvalPlugin):
     viewer, with a plot of its log10 histogram; dead latents never fired on these tokens.
     """
 
-    def setup(self, sae: Autoencoder) -> None:
+    def setup(self, run: RunContext) -> None:
         self.add_sum_state("n", dtype=torch.long)
-        self.add_sum_state("fired", (sae.n_latents,), dtype=torch.long)
+        self.add_sum_state("fired", (run.sae.n_latents,), dtype=torch.long)
 
     def update(self, batch: EvalBatch) -> None:
         ids, _ = batch.active()
@@ -51,6 +50,11 @@ class Density(EvalPlugin):
         png = out_dir / "density_histogram.png"
         atomic_write(png, lambda f: plot_histogram(frequencies, f))
         return [npy, png]
+
+
+    def media(self, results: dict[str, float | Tensor]) -> dict[str, Any]:
+        histogram = wandb_histogram(results["density/frequencies"])
+        return {"density/log10_frequency": histogram} if histogram is not None else {}
 
 
 def wandb_histogram(frequencies: Tensor) -> Any:

@@ -10,6 +10,7 @@ from saelab.evals.base import (
     SPLICED_LOG_PROBS,
     EvalBatch,
     EvalPlugin,
+    RunContext,
 )
 
 
@@ -22,7 +23,7 @@ class Downstream(EvalPlugin):
 
     needs = frozenset({LOG_PROBS, SPLICED_LOG_PROBS, ABLATED_LOG_PROBS})
 
-    def setup(self, sae) -> None:
+    def setup(self, run: RunContext) -> None:
         for name in ("n", "ce_clean", "ce_sae", "ce_ablated", "kl"):
             self.add_sum_state(name)
 

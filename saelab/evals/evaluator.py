@@ -27,6 +27,7 @@ from saelab.evals.base import (
     SPLICED_LOG_PROBS,
     EvalBatch,
     EvalPlugin,
+    RunContext,
 )
 from saelab.sae.autoencoder import Autoencoder, SparseLatents
 from saelab.sources.models import ModelSource
@@ -36,30 +37,40 @@ REPLACED = frozenset({SPLICED_LOG_PROBS, ABLATED_LOG_PROBS})
 
 @dataclass
 class Probe:
-    """One SAE read at one hook of the model, and the plugins that evaluate it."""
+    """One SAE read at one place of the model (its run), and the plugins that evaluate it.
+    `wants`: what its caller reads of the forwards besides what the plugins need."""
 
-    hook: str
-    layer: int
-    sae: Autoencoder
+    run: RunContext
     plugins: Mapping[str, EvalPlugin]
+    wants: frozenset[str] = frozenset()
+
+    @property
+    def hook(self) -> str:
+        return self.run.hook
+
+    @property
+    def layer(self) -> int:
+        return self.run.place.layer
+
+    @property
+    def sae(self) -> Autoencoder:
+        return self.run.sae
 
     @property
     def needs(self) -> frozenset[str]:
-        return frozenset().union(*(plugin.needs for plugin in self.plugins.values()))
+        return self.wants.union(*(plugin.needs for plugin in self.plugins.values()))
 
 
-def probe(
-    model: ModelSource, location: str, layer: int, sae: Autoencoder, plugins: dict[str, EvalPlugin]
-) -> Probe:
-    """The probe of `sae` at `location`/`layer` of `model`, checked to read that hook's width."""
-    hook = model.hook_name(location, layer)
-    width = model.width(location)
+def probe(run: RunContext, plugins: Mapping[str, EvalPlugin]) -> Probe:
+    """The probe of the run's SAE, checked to read its hook's width."""
+    sae, model = run.sae, run.model
+    width = model.width(run.hook)
     if sae.n_inputs != width:
         raise UserError(
-            f"the SAE reads {sae.n_inputs}-wide inputs but {hook} of {model.name} is "
+            f"the SAE reads {sae.n_inputs}-wide inputs but {run.hook} of {model.name} is "
             f"{width} wide: choose the SAE trained for this model and location"
         )
-    return Probe(hook, layer, sae, plugins)
+    return Probe(run, plugins)
 
 
 class Timer:
@@ -122,20 +133,8 @@ class BatchEvaluator:
 
     def clean_forward(self, tokens: Tensor) -> tuple[dict[str, Tensor], Tensor | None]:
         """Activations at every captured hook, and log-probabilities if a plugin needs them."""
-        acts: dict[str, Tensor] = {}
-
-        def capture(act: Tensor, hook) -> Tensor:
-            acts[hook.name] = act
-            return act
-
-        out = self.model.bridge.run_with_hooks(
-            tokens,
-            fwd_hooks=[(name, capture) for name in self.captured],
-            stop_at_layer=self.stop_at_layer,
-        )
-        aliases = {name: self.model.bridge.hook_dict[name].name for name in self.captured}
-        acts = {name: acts[canonical] for name, canonical in aliases.items()}
-        return acts, (out.float().log_softmax(-1) if self.needs_output else None)
+        acts, out = self.model.capture(tokens, self.captured, self.stop_at_layer)
+        return acts, (out.float().log_softmax(-1) if out is not None else None)
 
     def replaced(
         self, probe: Probe, acts: dict[str, Tensor], mask: Tensor, value: Tensor
@@ -221,7 +220,7 @@ class Evaluation(L.LightningModule):
         for probe in probes:
             probe.sae.eval().requires_grad_(False)
             for plugin in probe.plugins.values():
-                plugin.setup(probe.sae)
+                plugin.setup(probe.run)
         self.probes = list(probes)
         # registered as submodules so that Lightning moves them to the device
         self.saes = nn.ModuleList(probe.sae for probe in probes)

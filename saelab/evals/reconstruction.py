@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from saelab.evals.base import EvalBatch, EvalPlugin
-from saelab.sae.autoencoder import Autoencoder
+from saelab.evals.base import EvalBatch, EvalPlugin, RunContext
 
 
 def token_nmse(x_hat: Tensor, x: Tensor) -> Tensor:
@@ -22,7 +21,8 @@ class Reconstruction(EvalPlugin):
     tokens (not from zero); it is accumulated from per-dimension sums in float64.
     """
 
-    def setup(self, sae: Autoencoder) -> None:
+    def setup(self, run: RunContext) -> None:
+        sae = run.sae
         for name in ("n", "nmse", "cosine", "l2_ratio", "sq_err", "sq_norm", "l0", "l1"):
             self.add_sum_state(name)
         self.add_sum_state("dim_sum", (sae.n_inputs,))

@@ -10,12 +10,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from saelab.evals.base import EvalPlugin
-from saelab.evals.density import wandb_histogram
+from saelab.evals.base import EvalPlugin, RunContext
 from saelab.evals.evaluator import scalar_results
 from saelab.io import atomic_write, write_json
 
@@ -32,27 +30,18 @@ def versions() -> dict[str, str]:
     return found
 
 
-def provenance(
-    model: Any,
-    hook: str,
-    layer: int,
-    location: str,
-    loaded: Any,
-    data: Any,
-    n_tokens: int,
-    **timing: Any,
-) -> dict[str, Any]:
-    """Where one SAE's results came from: model, hook, SAE file and hash, tokens evaluated
-    (over all ranks), versions."""
+def provenance(run: RunContext, n_tokens: int, **timing: Any) -> dict[str, Any]:
+    """Where one SAE's results came from: model, place, SAE file, hash and family, tokens
+    evaluated (over all ranks), versions."""
     return {
-        "model": model.name,
-        "hook": hook,
-        "layer": layer,
-        "location": location,
-        **loaded.provenance(),
-        "data": data.source.name,
+        "model": run.model.name,
+        "hook": run.hook,
+        "layer": run.place.layer,
+        "location": run.place.location,
+        **run.checkpoint.provenance(),
+        "data": run.data.source.name,
         "n_tokens": n_tokens,
-        "first_position_excluded": data.exclude_first,
+        "first_position_excluded": run.data.exclude_first,
         **timing,
         "versions": versions(),
     }
@@ -77,8 +66,10 @@ def save(
     return written
 
 
-def log_to(logger: Any, results: dict[str, Any], provenance: dict[str, Any]) -> None:
-    """Summary metrics, provenance and the density histogram to W&B (others got `log_dict`)."""
+def log_to(
+    logger: Any, results: dict[str, Any], provenance: dict[str, Any], plugins: Any
+) -> None:
+    """Summary metrics, provenance and the plugins' media to W&B (others got `log_dict`)."""
     from lightning.pytorch.loggers import WandbLogger
 
     if not isinstance(logger, WandbLogger):
@@ -86,12 +77,16 @@ def log_to(logger: Any, results: dict[str, Any], provenance: dict[str, Any]) -> 
     run = logger.experiment
     run.config.update({"provenance": provenance}, allow_val_change=True)
     run.summary.update(scalar_results(results))
-    histogram = wandb_histogram(results.get("density/frequencies", torch.zeros(0)))
-    if histogram is not None:
-        run.log({"density/log10_frequency": histogram})
+    media = {k: v for plugin in plugins.values() for k, v in plugin.media(results).items()}
+    if media:
+        run.log(media)
 
 
-SUMMARY_KEYS = ("run", "model", "hook", "layer", "location", "sae_source", "sae_k", "n_tokens")
+# A summary row: the run's folder, then these provenance keys, then every scalar metric. The
+# runs dashboard (`saelab.server.runs`) reads the same keys.
+SUMMARY_KEYS = (
+    "model", "hook", "layer", "location", "sae_family", "sae_source", "sae_k", "n_tokens",
+)  # fmt: skip
 
 
 def write_summary(root: Path) -> list[dict[str, Any]]:
@@ -101,7 +96,7 @@ def write_summary(root: Path) -> list[dict[str, Any]]:
     for path in sorted(Path(root).rglob("metrics.json")):
         record = json.loads(path.read_text())
         row = {"run": str(path.parent.relative_to(root))}
-        row.update({k: record["provenance"].get(k) for k in SUMMARY_KEYS[1:]})
+        row.update({k: record["provenance"].get(k) for k in SUMMARY_KEYS})
         row.update(record["metrics"])
         rows.append(row)
     if rows:

@@ -1,6 +1,7 @@
 """The feature export for the viewer (docs/export-format.md): an evaluation plugin, so one
-model forward per batch serves both `saelab eval` and the export."""
+model forward per batch serves `saelab eval`, `saelab sweep` and the export."""
 
-from saelab.export.plugin import Export, ExportContext
+from saelab.export.plugin import Export
+from saelab.export.settings import ExportSettings
 
-__all__ = ["Export", "ExportContext"]
+__all__ = ["Export", "ExportSettings"]

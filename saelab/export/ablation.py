@@ -12,47 +12,32 @@ n_latents * n_top * n_ctx tokens; hence off by default.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 from torch import Tensor
 
-from saelab.evals.base import LOG_PROBS, SPLICED_LOG_PROBS, EvalPlugin
+from saelab.evals.base import LOG_PROBS, SPLICED_LOG_PROBS, RunContext
 from saelab.evals.evaluator import BatchEvaluator, Probe
-from saelab.sae.autoencoder import Autoencoder
-from saelab.sources.models import ModelSource
 
 FIELDS = ("latent", "ctx", "pos", "act")
 
 
-class Forwards(EvalPlugin):
-    """Asks the evaluator for what the ablation reads: clean log-probabilities and a forward
-    with the hook's value replaced from its block on."""
-
-    needs: ClassVar[frozenset[str]] = frozenset({LOG_PROBS, SPLICED_LOG_PROBS})
-
-
 @torch.no_grad()
 def ablation_effects(
-    model: ModelSource,
-    hook: str,
-    layer: int,
-    sae: Autoencoder,
-    contexts: Tensor,
-    examples: dict[str, Tensor],
-    offsets: Tensor,
-    batch_size: int,
+    run: RunContext, examples: dict[str, Tensor], offsets: Tensor
 ) -> tuple[Tensor, Tensor]:
     """(loss_diff, kl), each [E, len(offsets)], for the examples (`latent`, `ctx`, `pos`, `act`,
-    each [E]) at the window positions `pos + offsets` of `contexts[ctx]`.
+    each [E]) at the window positions `pos + offsets` of the run's contexts `ctx`, read in
+    batches of the run's batch size.
 
     At window token q: `loss_diff` = ablated minus clean cross-entropy of token q given the
     tokens before it, and `kl` = KL(clean || ablated) of that prediction (both 0 where q is
     outside the context or not after the selected token, whose predictions cannot change).
     """
-    probe = Probe(hook, layer, sae, {"ablation": Forwards()})
-    evaluator = BatchEvaluator(model, [probe])
-    device = sae.W_dec.device
+    # what the ablation reads: clean log-probabilities, and forwards with the hook replaced
+    probe = Probe(run, {}, wants=frozenset({LOG_PROBS, SPLICED_LOG_PROBS}))
+    evaluator = BatchEvaluator(run.model, [probe])
+    sae, hook, device = run.sae, run.hook, run.device
+    contexts, batch_size = run.data.tokens, run.data.batch_size
     offsets = offsets.to(device)
     loss_diff = torch.zeros(len(examples["ctx"]), len(offsets))
     kl = torch.zeros(len(examples["ctx"]), len(offsets))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,38 +9,10 @@ import torch
 from torch import Tensor
 
 from saelab.errors import UserError
-from saelab.evals.base import EvalBatch, EvalPlugin
+from saelab.evals.base import EvalBatch, EvalPlugin, RunContext
 from saelab.export.examples import Events, ExampleSet, Windows
-from saelab.sae.autoencoder import Autoencoder
-
-# Fixed log-spaced histogram bins shared by all latents: a single pass cannot know each
-# latent's maximum beforehand, and fixed edges make the per-batch update one `index_add_`.
-HIST_LOG10_MIN, HIST_PER_DECADE, HIST_BINS = -4.0, 20, 160
-FORMATS = ("saelab", "openai")
-
-
-def hist_edges() -> Tensor:
-    steps = torch.arange(HIST_BINS + 1, dtype=torch.float64)
-    return 10 ** (HIST_LOG10_MIN + steps / HIST_PER_DECADE)
-
-
-def hist_bins(act: Tensor) -> Tensor:
-    """The bin of each positive activation; values outside the edges go to the end bins."""
-    bins = ((act.double().log10() - HIST_LOG10_MIN) * HIST_PER_DECADE).floor()
-    return bins.clamp(0, HIST_BINS - 1).long()
-
-
-@dataclass
-class ExportContext:
-    """What the writer needs beyond the plugin's state: the model, SAE and data of the run."""
-
-    model: Any  # ModelSource
-    location: str
-    layer: int
-    hook: str
-    loaded: Any  # LoadedSAE
-    data: Any  # TokenDataModule
-    seed: int
+from saelab.export.settings import HIST_BINS, ExportSettings, hist_bins
+from saelab.export.writer import ExportState, write_export
 
 
 class Export(EvalPlugin):
@@ -50,48 +21,27 @@ class Export(EvalPlugin):
     Memory is independent of the token count: per-latent sums and fixed-size example sets
     merged every batch. The SAE's own encode selects the latents (TopK across all latents).
     `save_artifacts` writes the format of docs/export-format.md under `out_dir / subdir`.
+    Keyword arguments are `ExportSettings`.
     """
 
-    def __init__(
-        self,
-        n_top: int = 20,
-        n_intervals: int = 10,
-        per_interval: int = 5,
-        n_random: int = 10,
-        window: tuple[int, int] = (16, 4),
-        n_logits: int = 10,
-        n_neighbours: int = 10,
-        dedup: int | None = 8,
-        ablation: bool = False,
-        format: str = "saelab",
-        subdir: str = "",
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, **settings: Any) -> None:
         super().__init__()
-        if format not in FORMATS:
-            raise UserError(f"export.format must be one of {', '.join(FORMATS)}, not {format!r}")
-        if min(n_top, n_intervals, per_interval, n_random) < 1 or min(window) < 0:
-            raise UserError("export sizes must be positive and the window's sides non-negative")
-        if dedup is not None and dedup < 0:
-            raise UserError(f"export.dedup must be null or a non-negative count, not {dedup}")
-        self.n_top, self.n_intervals, self.per_interval = n_top, n_intervals, per_interval
-        self.n_random, self.window = n_random, (int(window[0]), int(window[1]))
-        self.n_logits, self.n_neighbours = n_logits, n_neighbours
-        self.dedup, self.ablation = dedup, ablation
-        self.format, self.subdir, self.seed = format, subdir, seed
-        self.reservoir_size = max(n_intervals * per_interval, n_random)
-        self.context: ExportContext | None = None
+        try:
+            self.settings = ExportSettings(**settings)
+        except TypeError as error:
+            raise UserError(f"bad export setting: {error}") from None
+        self.run: RunContext | None = None
         self.generator: torch.Generator | None = None
 
-    def setup(self, sae: Autoencoder) -> None:
-        n, width = sae.n_latents, sum(self.window) + 1
-        self.sae = sae
+    def setup(self, run: RunContext) -> None:
+        n, settings = run.sae.n_latents, self.settings
+        self.run = run
         self.add_sum_state("n", dtype=torch.long)
         self.add_sum_state("fired", (n,), dtype=torch.long)
         self.add_sum_state("moments", (n, 4))  # sums of a, a², a³, a⁴ over positive events
         self.add_sum_state("hist", (n, HIST_BINS), dtype=torch.long)
-        self.top = ExampleSet(n, self.n_top, width, dedup=True)
-        self.reservoir = ExampleSet(n, self.reservoir_size, width, dedup=False)
+        self.top = ExampleSet(n, settings.n_top, settings.width, dedup=True)
+        self.reservoir = ExampleSet(n, settings.reservoir_size, settings.width, dedup=False)
 
     def update(self, batch: EvalBatch) -> None:
         events = Events.of(batch)
@@ -102,10 +52,10 @@ class Export(EvalPlugin):
         self.moments.index_add_(0, events.latent, powers)
         flat = events.latent * HIST_BINS + hist_bins(events.act)
         self.hist.view(-1).index_add_(0, flat, torch.ones_like(flat))
-        windows = Windows(batch, *self.window, self.dedup)
+        windows = Windows(batch, *self.settings.window, self.settings.dedup)
         self.top.merge(events, events.act, windows)
         if self.generator is None or self.generator.device != act.device:
-            self.generator = torch.Generator(act.device).manual_seed(self.seed)
+            self.generator = torch.Generator(act.device).manual_seed(self.run.seed)
         keys = torch.rand(len(act), generator=self.generator, device=act.device)
         self.reservoir.merge(events, -keys, windows)
 
@@ -128,8 +78,7 @@ class Export(EvalPlugin):
         }
 
     def save_artifacts(self, results: dict[str, float | Tensor], out_dir: Path) -> list[Path]:
-        from saelab.export.writer import write_export
-
-        if self.context is None:
-            raise UserError("the export plugin was not given its run (ExportContext)")
-        return [write_export(self, results, Path(out_dir) / self.subdir, self.context)]
+        state = ExportState(
+            self.settings, self.run, results, self.top, self.reservoir, self.hist, int(self.n)
+        )
+        return [write_export(state, Path(out_dir) / self.settings.subdir)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -18,12 +19,13 @@ def _byte_level_decoder() -> dict[str, int]:
 BYTE_DECODER = _byte_level_decoder()
 
 
-def token_bytes(tokenizer: Any, vocab_size: int) -> list[bytes]:
-    """Raw bytes per token id; ids the tokenizer lacks map to empty bytes, special tokens to
-    their text, other tokenizers' pieces to their UTF-8 text (best effort)."""
+def token_bytes(tokenizer: Any, ids: Iterable[int]) -> list[bytes]:
+    """Raw bytes of each token id, so characters split across tokens decode in order; ids the
+    tokenizer lacks map to empty bytes, special tokens to their text, other tokenizers' pieces
+    to their UTF-8 text (best effort). The export's vocab and the prompt view use it."""
     special = set(getattr(tokenizer, "all_special_tokens", []))
     out = []
-    for piece in tokenizer.convert_ids_to_tokens(list(range(vocab_size))):
+    for piece in tokenizer.convert_ids_to_tokens(list(ids)):
         if piece is None:
             out.append(b"")
         elif piece not in special and all(char in BYTE_DECODER for char in piece):

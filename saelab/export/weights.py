@@ -5,30 +5,28 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from saelab.sources.models import ModelSource
+from saelab.evals.base import RunContext
 
 CHUNK = 1024  # latents per matmul: bounds the [chunk, vocab] and [chunk, n_latents] temporaries
 
 
-def output_directions(model: ModelSource, location: str, layer: int, W_dec: Tensor) -> Tensor:
+def output_directions(run: RunContext, W_dec: Tensor) -> Tensor:
     """Decoder directions in the residual stream: `mlp_post_act` latents write through the
     layer's MLP output weights; every other location is already residual-stream wide."""
-    if location == "mlp_post_act":
-        W_out = model.bridge.blocks[layer].mlp.W_out
-        return W_dec @ W_out.to(W_dec)
+    if run.place.location == "mlp_post_act":
+        return W_dec @ run.model.mlp_out_weight(run.place.layer).to(W_dec)
     return W_dec
 
 
 @torch.no_grad()
-def logit_effects(
-    model: ModelSource, location: str, layer: int, W_dec: Tensor, n: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def logit_effects(run: RunContext, W_dec: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(top ids, top values, bottom ids, bottom values), each [n_latents, n]: the direct effect
     on the logits of each latent's decoder direction, `(d * ln_final.w) @ W_U`."""
-    W_U = model.bridge.W_U.float()
-    scale = model.bridge.ln_final.w.float().to(W_U.device)
+    W_U, scale = run.model.unembedding()
+    W_U = W_U.float()
+    scale = scale.float().to(W_U.device)
     out: list[list[Tensor]] = [[], [], [], []]
-    directions = output_directions(model, location, layer, W_dec.float().to(W_U.device))
+    directions = output_directions(run, W_dec.float().to(W_U.device))
     for chunk in directions.split(CHUNK):
         logits = (chunk * scale) @ W_U
         top = logits.topk(n, dim=1)

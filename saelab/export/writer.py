@@ -1,4 +1,5 @@
-"""Writes an export directory (docs/export-format.md): records first, `manifest.json` last."""
+"""Writes an export directory (docs/export-format.md) from a snapshot of the export plugin's
+state (`ExportState`): vocab and per-latent records first, the tables, `manifest.json` last."""
 
 from __future__ import annotations
 
@@ -6,26 +7,40 @@ import base64
 import gzip
 import json
 import os
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from saelab.export import weights
+from saelab.evals.base import RunContext
 from saelab.export.ablation import ablation_effects
+from saelab.export.examples import ExampleSet
 from saelab.export.openai_format import feature_info
+from saelab.export.settings import ExportSettings, hist_edges
 from saelab.export.vocab import token_bytes
+from saelab.export.weights import logit_effects, neighbours
 from saelab.io import atomic_write, write_json
-
-if TYPE_CHECKING:
-    from saelab.export.plugin import Export, ExportContext
 
 SCHEMA = "saelab-export/1"
 SEARCH_PER_TOKEN = 50
+
+
+@dataclass
+class ExportState:
+    """What the export plugin gathered in the pass, and the run it gathered it in."""
+
+    settings: ExportSettings
+    run: RunContext
+    results: dict[str, float | Tensor]  # its `compute()`: export/density, mean_act, ...
+    top: ExampleSet
+    reservoir: ExampleSet
+    hist: Tensor  # [n_latents, HIST_BINS] counts
+    n_tokens: int
 
 
 def round_acts(acts: np.ndarray, chunk: int = 1 << 22) -> np.ndarray:
@@ -45,7 +60,7 @@ def round_acts(acts: np.ndarray, chunk: int = 1 << 22) -> np.ndarray:
 class Sets:
     """One example set's buffers as numpy arrays, and its examples as JSON-ready dicts."""
 
-    def __init__(self, examples: Any, left: int) -> None:
+    def __init__(self, examples: ExampleSet, left: int) -> None:
         self.valid = (examples.score > -np.inf).cpu().numpy()
         self.act = examples.act.cpu().numpy()
         self.act_rounded = round_acts(self.act)
@@ -73,17 +88,14 @@ class Sets:
             **{name: e[latent, slot][inside].tolist() for name, e in self.effects.items()},
         }
 
-    def add_ablation(self, plugin: Export, context: ExportContext) -> None:
+    def add_ablation(self, run: RunContext, right: int) -> None:
         """Every kept example's loss change and KL with its latent removed (docs: ablation)."""
         latent, slot = np.nonzero(self.valid)
         picked = {"latent": latent, "ctx": self.ctx[latent, slot], "pos": self.pos[latent, slot]}
         picked = {k: torch.from_numpy(v.astype(np.int64)) for k, v in picked.items()}
         picked["act"] = torch.from_numpy(self.act[latent, slot])
-        offsets = torch.arange(-self.left, plugin.window[1] + 1)
-        found = ablation_effects(
-            context.model, context.hook, context.layer, plugin.sae, context.data.tokens,
-            picked, offsets, context.data.batch_size,
-        )  # fmt: skip
+        offsets = torch.arange(-self.left, right + 1)
+        found = ablation_effects(run, picked, offsets)
         for name, values in zip(("loss_diff", "kl"), found, strict=True):
             self.effects[name] = np.zeros(self.tokens.shape)
             self.effects[name][latent, slot] = round_acts(values.numpy())
@@ -152,52 +164,60 @@ def trimmed_hist(edges: np.ndarray, counts: np.ndarray) -> dict[str, list]:
     return {"edges": edges, "counts": counts[lo:hi].tolist()}
 
 
-def write_export(
-    plugin: Export, results: dict[str, float | Tensor], out: Path, context: ExportContext
-) -> Path:
+def write_export(state: ExportState, out: Path) -> Path:
     """Write every file of the export under `out`; returns the manifest's path."""
-    from saelab.export.plugin import hist_edges
-
     manifest_path = out / "manifest.json"
     manifest_path.unlink(missing_ok=True)  # an export being rewritten is not complete
-    n_latents = plugin.sae.n_latents
+    settings, run = state.settings, state.run
     stats = {
         key.removeprefix("export/"): value.cpu().numpy()
-        for key, value in results.items()
+        for key, value in state.results.items()
         if key.startswith("export/")
     }
-    left = plugin.window[0]
-    top, reservoir = Sets(plugin.top, left), Sets(plugin.reservoir, left)
-    if plugin.ablation:
-        top.add_ablation(plugin, context)
-    edges = hist_edges().numpy()
-    hist = plugin.hist.cpu().numpy()
-    W_dec = plugin.sae.W_dec.detach()
-    model = context.model
-    logits = [
-        t.numpy()
-        for t in weights.logit_effects(
-            model, context.location, context.layer, W_dec, plugin.n_logits
-        )
-    ]
-    near_ids, near_cos = (t.numpy() for t in weights.neighbours(W_dec, plugin.n_neighbours))
+    top = Sets(state.top, settings.window[0])
+    reservoir = Sets(state.reservoir, settings.window[0])
+    if settings.ablation:
+        top.add_ablation(run, settings.window[1])
+    strings = write_vocab(out, run)
+    total_bytes = write_latents(out, state, stats, top, reservoir, strings)
+    write_json(out / "latents.json", latent_table(stats, top))
+    write_json(out / "search.json", search_index(top, run.sae.n_latents))
+    os.sync()  # the records reach the disk before the manifest that vouches for them
+    return write_json(manifest_path, manifest(state, total_bytes))
 
-    raw = token_bytes(model.tokenizer, model.vocab_size)
+
+def write_vocab(out: Path, run: RunContext) -> list[str]:
+    """`vocab.json`: each token's bytes (base64) and text; returns the texts."""
+    model = run.model
+    raw = token_bytes(model.tokenizer, range(model.vocab_size))
     strings = [b.decode("utf-8", errors="replace") for b in raw]
     write_json(
         out / "vocab.json",
         {"bytes": [base64.b64encode(b).decode() for b in raw], "strings": strings},
     )
-    openai = plugin.format == "openai"
+    return strings
+
+
+def write_latents(
+    out: Path,
+    state: ExportState,
+    stats: dict[str, np.ndarray],
+    top: Sets,
+    reservoir: Sets,
+    strings: list[str],
+) -> int:
+    """`latents/<id>.json.gz` (and OpenAI's `openai/<id>.json`) for every latent; returns the
+    bytes written."""
+    settings, run = state.settings, state.run
+    W_dec = run.sae.W_dec.detach()
+    logits = [t.numpy() for t in logit_effects(run, W_dec, settings.n_logits)]
+    near = [t.numpy() for t in neighbours(W_dec, settings.n_neighbours)]
+    edges, hist = hist_edges().numpy(), state.hist.cpu().numpy()
     total_bytes = 0
-    for i in tqdm(range(n_latents), desc="write latents", unit="latent", leave=False):
+    for i in tqdm(range(run.sae.n_latents), desc="write latents", unit="latent", leave=False):
         record = {
             "id": i,
-            "density": float(stats["density"][i]),
-            "mean_act": float(stats["mean_act"][i]),
-            "mean_act_squared": float(stats["mean_act_squared"][i]),
-            "skew": float(stats["skew"][i]),
-            "kurtosis": float(stats["kurtosis"][i]),
+            **{key: float(stats[key][i]) for key in STAT_KEYS},
             "max_act": float(top.act[i, 0]) if top.valid[i, 0] else 0.0,
             "n_fired": int(stats["n_fired"][i]),
             "hist": trimmed_hist(edges, hist[i]),
@@ -205,54 +225,64 @@ def write_export(
                 "top": pairs(logits[0][i], logits[1][i]),
                 "bottom": pairs(logits[2][i], logits[3][i]),
             },
-            "neighbours": pairs(near_ids[i], near_cos[i]),
-            "top": [top.example(i, s) for s in np.flatnonzero(top.valid[i])],
-            "intervals": {
-                "kind": "quantile",
-                "bins": intervals(reservoir, i, plugin.n_intervals, plugin.per_interval),
-            },
-            "random": [
-                reservoir.example(i, int(s))
-                for s in distinct(reservoir, i, np.flatnonzero(reservoir.valid[i]))[
-                    : plugin.n_random
-                ]
-            ],
+            "neighbours": pairs(near[0][i], near[1][i]),
+            **examples(i, settings, top, reservoir),
         }
         data = gzip.compress(json.dumps(record, separators=(",", ":")).encode(), mtime=0)
         atomic_write(out / "latents" / f"{i}.json.gz", lambda f, d=data: f.write(d), sync=False)
         total_bytes += len(data)
-        if openai:
+        if settings.format == "openai":
             text = json.dumps(feature_info(record, strings), separators=(",", ":")).encode()
             atomic_write(out / "openai" / f"{i}.json", lambda f, d=text: f.write(d), sync=False)
+    return total_bytes
 
-    write_json(
-        out / "latents.json",
-        {
-            "density": stats["density"].tolist(),
-            "mean_act": stats["mean_act"].tolist(),
-            "max_act": np.where(top.valid[:, 0], top.act[:, 0], 0.0).tolist(),
-            "top_token": np.where(top.valid[:, 0], top.tokens[:, 0, left], -1).tolist(),
+
+STAT_KEYS = ("density", "mean_act", "mean_act_squared", "skew", "kurtosis")
+
+
+def examples(latent: int, settings: ExportSettings, top: Sets, reservoir: Sets) -> dict[str, Any]:
+    """A latent's top examples, quantile intervals and random examples."""
+    random = distinct(reservoir, latent, np.flatnonzero(reservoir.valid[latent]))
+    return {
+        "top": [top.example(latent, s) for s in np.flatnonzero(top.valid[latent])],
+        "intervals": {
+            "kind": "quantile",
+            "bins": intervals(reservoir, latent, settings.n_intervals, settings.per_interval),
         },
-    )
-    write_json(out / "search.json", search_index(top, n_latents))
-    os.sync()  # the records reach the disk before the manifest that vouches for them
-    sae = context.loaded.provenance()
-    data = context.data
+        "random": [reservoir.example(latent, int(s)) for s in random[: settings.n_random]],
+    }
+
+
+def latent_table(stats: dict[str, np.ndarray], top: Sets) -> dict[str, list]:
+    """`latents.json`: the per-latent columns the viewer's list and sorting read."""
+    first = top.valid[:, 0]
+    return {
+        "density": stats["density"].tolist(),
+        "mean_act": stats["mean_act"].tolist(),
+        "max_act": np.where(first, top.act[:, 0], 0.0).tolist(),
+        "top_token": np.where(first, top.tokens[:, 0, top.left], -1).tolist(),
+    }
+
+
+def manifest(state: ExportState, total_bytes: int) -> dict[str, Any]:
+    """`manifest.json`: what was exported, from what, with which settings (written last)."""
+    settings, run = state.settings, state.run
+    sae, data, n_latents = run.checkpoint.provenance(), run.data, run.sae.n_latents
     files = {
         "vocab": "vocab.json",
         "latents": "latents.json",
         "search": "search.json",
         "latent": "latents/{id}.json.gz",
     }
-    if openai:
+    if settings.format == "openai":
         files["openai"] = "openai/{id}.json"
-    manifest = {
+    return {
         "schema": SCHEMA,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": model.name,
-        "hook": context.hook,
-        "layer": context.layer,
-        "location": context.location,
+        "model": run.model.name,
+        "hook": run.hook,
+        "layer": run.place.layer,
+        "location": run.place.location,
         "sae": {
             "source": sae["sae_source"],
             "sha256": sae["sae_sha256"],
@@ -262,27 +292,26 @@ def write_export(
         },
         "data": {
             "name": data.source.name,
-            "n_tokens": int(plugin.n),
+            "n_tokens": state.n_tokens,
             "n_ctx": data.n_ctx,
             "first_position_excluded": data.exclude_first,
         },
-        "seed": context.seed,
+        "seed": run.seed,
         "settings": {
-            "n_top": plugin.n_top,
-            "n_intervals": plugin.n_intervals,
-            "per_interval": plugin.per_interval,
-            "n_random": plugin.n_random,
-            "reservoir": plugin.reservoir_size,
+            "n_top": settings.n_top,
+            "n_intervals": settings.n_intervals,
+            "per_interval": settings.per_interval,
+            "n_random": settings.n_random,
+            "reservoir": settings.reservoir_size,
             "intervals": "quantile",
-            "window": list(plugin.window),
-            "n_logits": plugin.n_logits,
-            "n_neighbours": plugin.n_neighbours,
+            "window": list(settings.window),
+            "n_logits": settings.n_logits,
+            "n_neighbours": settings.n_neighbours,
             "hist_edges": "log10",
-            "dedup": plugin.dedup,
-            "ablation": plugin.ablation,
+            "dedup": settings.dedup,
+            "ablation": settings.ablation,
         },
         "n_latents": n_latents,
         "bytes_per_latent": round(total_bytes / n_latents, 1),
         "files": files,
     }
-    return write_json(manifest_path, manifest)

@@ -2,8 +2,10 @@
 
 Each format module has `NAME`, `looks_like(path)` (a cheap look at the layout), and
 `load(path) -> Checkpoint` mapping the file onto the one `Autoencoder`; those that can be
-written have `save(sae, out, metadata)`. `load` detects or checks the format, then validates
+written have `save(sae, out, metadata)`. `read` detects or checks the format, then validates
 what every format shares, so plugins, export, viewer and sweeps never see the difference.
+Users load checkpoints through `saelab.sae.checkpoints.load` (any path, URL or hub repo),
+which reads the local copy here.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def detect(path: Path) -> str | None:
     return next((name for name, fmt in FORMATS.items() if fmt.looks_like(path)), None)
 
 
-def load(path: Path, format: str = "auto") -> Checkpoint:
+def read(path: Path, format: str = "auto") -> Checkpoint:
     """The checkpoint at a local `path` (file or directory) in `format`, or the detected one."""
     path = Path(path)
     if format == "auto":
@@ -51,7 +53,6 @@ def load(path: Path, format: str = "auto") -> Checkpoint:
         hint = f"; it looks like {FORMATS[other].NAME}'s: use sae={other} or sae=auto"
         raise UserError(f"{path} is not in {FORMATS[format].NAME}'s format{hint if other else ''}")
     checkpoint = FORMATS[format].load(path)
-    checkpoint.format = format
     validate(checkpoint.sae, path)
     return checkpoint
 
@@ -75,4 +76,4 @@ def save_sae(sae: Autoencoder, directory: Path, metadata: dict[str, Any]) -> lis
     return written
 
 
-__all__ = ["FORMATS", "Checkpoint", "detect", "load", "save", "save_sae"]
+__all__ = ["FORMATS", "Checkpoint", "detect", "read", "save", "save_sae"]

@@ -52,4 +52,4 @@ def load(path: Path) -> Checkpoint:
         sae.W_dec.copy_(tensor(arrays, "W_dec", (d_sae, d_in), weights))
         sae.pre_bias.copy_(b_dec)
         sae.threshold.copy_(tensor(arrays, "threshold", (d_sae,), weights))
-    return Checkpoint(sae, weights)
+    return Checkpoint(sae, weights, "gemmascope")

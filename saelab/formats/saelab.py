@@ -16,7 +16,7 @@ from safetensors.torch import save as safetensors_bytes
 from saelab.errors import UserError
 from saelab.formats.base import Checkpoint, config_value, read_json, tensor
 from saelab.io import atomic_write, write_json
-from saelab.sae.autoencoder import Autoencoder
+from saelab.sae.autoencoder import Autoencoder, check_k
 
 NAME = "saelab"
 FORMAT = "saelab-sae/2"
@@ -76,8 +76,7 @@ def load(path: Path) -> Checkpoint:
         raise UserError(f"{config_path} is not a saelab config (format {config.get('format')!r})")
     n, d = (config_value(config, key, int, config_path) for key in ("n_latents", "n_inputs"))
     k = config.get("k")
-    if k is not None and not (isinstance(k, int) and 0 < k <= n):
-        raise UserError(f"{config_path}: k must be null or an integer in [1, {n}], got {k!r}")
+    check_k(k, n, where=str(config_path))
     jumprelu = bool(config.get("jumprelu", False))
     sae = Autoencoder(n, d, k=k, normalize=bool(config["normalize"]), jumprelu=jumprelu)
     try:
@@ -93,4 +92,5 @@ def load(path: Path) -> Checkpoint:
         else:
             target.data.copy_(tensors[name])
     hook = config.get("hook")
-    return Checkpoint(sae, weights, hook if isinstance(hook, str) else None, config.get("model"))
+    hook = hook if isinstance(hook, str) else None
+    return Checkpoint(sae, weights, "saelab", hook, config.get("model"))

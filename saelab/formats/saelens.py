@@ -30,7 +30,7 @@ from safetensors.torch import save as safetensors_bytes
 from saelab.errors import UserError
 from saelab.formats.base import Checkpoint, config_value, read_json, tensor
 from saelab.io import atomic_write, write_json
-from saelab.sae.autoencoder import Autoencoder
+from saelab.sae.autoencoder import Autoencoder, check_k
 
 NAME = "SAELens"
 WEIGHTS, CONFIG, SCALER = "sae_weights.safetensors", "cfg.json", "activation_scaler.json"
@@ -91,8 +91,7 @@ def load(path: Path) -> Checkpoint:
     except (SafetensorError, OSError, ValueError) as error:
         raise UserError(f"{weights} is truncated or corrupt ({error})") from None
     k, jumprelu = activation(config, "threshold" in tensors, config_path)
-    if k is not None and not 0 < k <= d_sae:
-        raise UserError(f"{config_path}: k={k} is not in [1, d_sae={d_sae}]")
+    check_k(k, d_sae, where=str(config_path))
     W_enc = tensor(tensors, "W_enc", (d_in, d_sae), weights)
     b_enc = tensor(tensors, "b_enc", (d_sae,), weights)
     W_dec = tensor(tensors, "W_dec", (d_sae, d_in), weights)
@@ -120,7 +119,7 @@ def load(path: Path) -> Checkpoint:
     metadata = config.get("metadata") or {}
     hook = metadata.get("hook_name") or config.get("hook_name")
     model_name = metadata.get("model_name") or config.get("model_name")
-    return Checkpoint(sae, weights, hook, model_name)
+    return Checkpoint(sae, weights, "saelens", hook, model_name)
 
 
 def save(sae: Autoencoder, directory: Path, metadata: dict[str, Any] | None = None) -> list[Path]:

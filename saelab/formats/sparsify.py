@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from saelab.errors import UserError
 from saelab.formats.base import Checkpoint, config_value, read_json, tensor
-from saelab.sae.autoencoder import Autoencoder
+from saelab.sae.autoencoder import Autoencoder, check_k
 
 NAME = "sparsify"
 WEIGHTS, CONFIG = "sae.safetensors", "cfg.json"
@@ -82,8 +82,7 @@ def load(path: Path) -> Checkpoint:
     n = config.get("num_latents") or d_in * config_value(
         config, "expansion_factor", int, config_path
     )
-    if not 0 < k <= n:
-        raise UserError(f"{config_path}: k={k} is not in [1, {n}]")
+    check_k(k, n, where=str(config_path))
     try:
         tensors = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as error:
@@ -94,4 +93,4 @@ def load(path: Path) -> Checkpoint:
         sae.latent_bias.copy_(tensor(tensors, "encoder.bias", (n,), weights))
         sae.W_dec.copy_(tensor(tensors, "W_dec", (n, d_in), weights))
         sae.pre_bias.copy_(tensor(tensors, "b_dec", (d_in,), weights))
-    return Checkpoint(sae, weights, hook_of(directory.name))
+    return Checkpoint(sae, weights, "sparsify", hook_of(directory.name))

@@ -11,7 +11,9 @@ with a per-latent threshold, as in SAELens and Gemma Scope). Other libraries' SA
 these parameters exactly (see `saelab.formats`), so every plugin sees one interface.
 
 The decoder is held as `W_dec` [n_latents, d] so that a TopK decode is a gather of k rows
-(`embedding_bag`); the serialized form is OpenAI's `decoder.weight` [d, n_latents].
+(`embedding_bag`). `state_dict()` and `from_state_dict` use OpenAI's layout (their
+`decoder.weight` [d, n_latents]), so their code and files work with this class unchanged;
+`saelab.formats.openai` reads and writes those files.
 """
 
 from __future__ import annotations
@@ -23,9 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from saelab.errors import UserError
 from saelab.sae.kernels import sparse_decode
 
 LN_EPS = 1e-5
+BUFFERS = ("stats_last_nonzero", "latents_activation_frequency", "latents_mean_square")
+# OpenAI's own state_dict() of a TopK model also emits these; their loader then rejects them.
+ACTIVATION_KEYS = ("activation.k", "activation.postact_fn")
 
 
 @dataclass
@@ -54,8 +60,7 @@ class Autoencoder(nn.Module):
         jumprelu: bool = False,
     ) -> None:
         super().__init__()
-        if k is not None and not 0 < k <= n_latents:
-            raise ValueError(f"k must be in [1, n_latents={n_latents}], got {k}")
+        check_k(k, n_latents)
         if jumprelu and k is not None:
             raise ValueError("an SAE is TopK (k) or JumpReLU, not both")
         self.n_latents, self.n_inputs, self.k, self.jumprelu = n_latents, n_inputs, k, jumprelu
@@ -150,11 +155,15 @@ class Autoencoder(nn.Module):
         recons = recons.reshape(*latents.indices.shape[:-1], self.n_inputs) + self.pre_bias
         return self.postprocess(recons, info)
 
-    # -- serialization: OpenAI's layout (saelab.formats.openai) ------------------------
+    # -- serialization: OpenAI's layout ----------------------------------------------------
     def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
-        from saelab.formats import openai
-
-        destination.update(openai.state_dict(self, prefix, keep_vars))
+        """OpenAI's layout (`decoder.weight` [d, n]); a JumpReLU SAE adds its `threshold`."""
+        for key, value in self._layout().items():
+            value = value if keep_vars else value.detach()
+            destination[prefix + key] = value.T if key == "decoder.weight" else value
+        destination[prefix + "activation"] = self.activation_name
+        topk = {"k": self.k, "postact_fn": "ReLU"}
+        destination[prefix + "activation_state_dict"] = {} if self.k is None else topk
 
     def _load_from_state_dict(
         self,
@@ -166,15 +175,85 @@ class Autoencoder(nn.Module):
         unexpected_keys: list[str],
         error_msgs: list[str],
     ) -> None:
-        from saelab.formats import openai
+        """Reads OpenAI's layout: the decoder transposed, every tensor a float one."""
+        targets = self._layout()
+        for key, target in targets.items():
+            if prefix + key not in state_dict:
+                missing_keys.append(prefix + key)
+                continue
+            value = torch.as_tensor(state_dict[prefix + key])
+            value = value.T if key == "decoder.weight" else value
+            if value.shape != target.shape:
+                error_msgs.append(
+                    f"{prefix + key}: checkpoint shape {tuple(value.shape)} != model shape "
+                    f"{tuple(target.shape)}"
+                )
+            elif value.is_floating_point() is not target.is_floating_point():
+                error_msgs.append(f"{prefix + key}: dtype {value.dtype}, expected {target.dtype}")
+            else:
+                with torch.no_grad():
+                    target.copy_(value)
+        known = {*targets, "activation", "activation_state_dict", *ACTIVATION_KEYS}
+        if strict:
+            ours = (key for key in state_dict if key.startswith(prefix))
+            unexpected_keys.extend(key for key in ours if key[len(prefix) :] not in known)
 
-        openai.load_into(
-            self, state_dict, prefix, strict, missing_keys, unexpected_keys, error_msgs
-        )
+    def _layout(self) -> dict[str, Tensor]:
+        """OpenAI's name for each tensor (the decoder as held here, [n, d])."""
+        return {
+            "pre_bias": self.pre_bias,
+            "encoder.weight": self.W_enc,
+            "latent_bias": self.latent_bias,
+            "decoder.weight": self.W_dec,
+            **{name: getattr(self, name) for name in BUFFERS},
+            **({"threshold": self.threshold} if self.jumprelu else {}),
+        }
 
     @classmethod
     def from_state_dict(cls, state_dict: dict[str, Any], strict: bool = True) -> Autoencoder:
-        """Build from OpenAI's serialized dict (see `saelab.formats.openai.from_state_dict`)."""
-        from saelab.formats import openai
+        """Build from OpenAI's serialized dict (with or without `activation.k` entries).
 
-        return openai.from_state_dict(state_dict, strict)
+        Files without an `activation` entry (v1 and v4 predate it) are ReLU, as in OpenAI's
+        loader. A missing tensor, a wrong shape or dtype, a bad `k` is a `UserError`."""
+        required = ("pre_bias", "encoder.weight", "latent_bias", "decoder.weight")
+        missing = [key for key in required if key not in state_dict]
+        if missing:
+            raise UserError(
+                f"not an OpenAI-format SAE checkpoint: missing {', '.join(missing)} "
+                f"(found keys: {', '.join(sorted(map(str, state_dict))[:8])})"
+            )
+        activation = state_dict.get("activation", "ReLU")
+        act_state = dict(state_dict.get("activation_state_dict") or {})
+        if activation == "TopK":
+            k = act_state.get("k", state_dict.get("activation.k"))
+            postact = act_state.get("postact_fn", state_dict.get("activation.postact_fn", "ReLU"))
+            if postact != "ReLU":
+                raise UserError(f"unsupported TopK postact_fn {postact!r} (only ReLU)")
+        elif activation == "ReLU":
+            k = None
+        else:
+            raise UserError(f"unsupported SAE activation {activation!r} (ReLU or TopK)")
+        encoder = torch.as_tensor(state_dict["encoder.weight"])
+        if encoder.ndim != 2:
+            raise UserError(f"encoder.weight has shape {tuple(encoder.shape)}, expected [n, d]")
+        n_latents, n_inputs = encoder.shape
+        k = k.item() if isinstance(k, Tensor) and k.numel() == 1 else k
+        check_k(k, n_latents, key="TopK k")
+        sae = cls(n_latents, n_inputs, k=k)
+        try:
+            sae.load_state_dict(state_dict, strict=strict)
+        except RuntimeError as error:  # every mismatch load_state_dict found, in one message
+            details = " ".join(str(error).split())
+            raise UserError(f"not a consistent OpenAI-format SAE checkpoint: {details}") from None
+        return sae
+
+
+def check_k(k: Any, n_latents: int, key: str = "k", where: str = "") -> None:
+    """The one check of `k`: null (not TopK) or an integer from 1 to `n_latents`."""
+    if k is None or (isinstance(k, int) and not isinstance(k, bool) and 0 < k <= n_latents):
+        return
+    n_key = key.rpartition("k")[0] + "n_latents"  # recipe.k -> recipe.n_latents
+    raise UserError(
+        f"{where + ': ' if where else ''}{key}={k!r} must be an integer from 1 to "
+        f"{n_key}={n_latents} (the latents kept per token)"
+    )

@@ -1,5 +1,11 @@
-"""Find, download (once, atomically) and load SAE checkpoints: OpenAI's families or any file
-or directory in a supported format (`saelab.formats`), local, remote or on the Hugging Face hub.
+"""Find, download (once, atomically) and load SAE checkpoints: OpenAI's families, the bundled
+zoo, or any file or directory in a supported format (`saelab.formats`), local, remote or on
+the Hugging Face hub.
+
+`load` is the one way to load a checkpoint. The `sae` config group builds a checkpoint
+source (`Files`, `Release`, `Bundled`): what it covers (the places of a family; None for one
+checkpoint, which may record its own place) and how to load the one at a place. Where an
+SAE reads is decided by `saelab.sources.places.select`, in `locate` for every command.
 
 Remote files (az://, gs://, https://) are fetched with blobfile into a cache directory under a
 temporary name and renamed when complete, so an interrupted download never looks complete.
@@ -8,9 +14,8 @@ Hugging Face repositories go through `huggingface_hub` and its cache. Nothing is
 
 from __future__ import annotations
 
-import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -19,89 +24,18 @@ from tqdm import tqdm
 
 import saelab.zoo
 from saelab import formats
-from saelab.errors import OFFLINE_HINT, UserError
+from saelab.errors import OFFLINE_HINT, UserError, first_line
+from saelab.formats.base import Checkpoint
 from saelab.io import atomic_write
 from saelab.sae import release
-from saelab.sae.autoencoder import Autoencoder
-from saelab.sources.hooks import location_of
+from saelab.sources.places import DEFAULT, Place, check_layers, select
 
 REMOTE_SCHEMES = ("az://", "gs://", "https://", "http://")
-# Where an SAE reads when neither the config nor the checkpoint says: OpenAI's README example.
-DEFAULT_LOCATION, DEFAULT_LAYER = "resid_delta_mlp", 6
-MODEL_ALIASES = {"gpt2-small": "gpt2"}  # TransformerLens's name for GPT-2 small
 
 
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "saelab"
-
-
-@dataclass
-class LoadedSAE:
-    """An autoencoder plus where it came from, for the results' provenance."""
-
-    sae: Autoencoder
-    source: str
-    local_path: str
-    sha256: str
-    format: str = "openai"
-    hook: str | None = None  # recorded by the checkpoint, where its format does
-    model_name: str | None = None
-    check_model: bool = True
-
-    def provenance(self) -> dict[str, str | int | None]:
-        return {
-            "sae_source": self.source,
-            "sae_format": self.format,
-            "sae_sha256": self.sha256,
-            "sae_activation": self.sae.activation_name,
-            "sae_k": self.sae.k,
-            "sae_n_latents": self.sae.n_latents,
-        }
-
-    def place(self, model: Any, location: str | None, layer: int | None) -> tuple[str, int]:
-        """Where the SAE reads: the hook its checkpoint records (the config may omit location
-        and layer, and must agree where it gives them), else the config's, else the default."""
-        trained_on = MODEL_ALIASES.get(self.model_name, self.model_name)
-        if self.check_model and trained_on and trained_on != model.name:
-            raise UserError(
-                f"the SAE was trained on {self.model_name!r} but the model is {model.name!r}: "
-                "choose the matching model=, or add sae.check_model=false to evaluate it anyway"
-            )
-        if self.hook is None:
-            return location or DEFAULT_LOCATION, DEFAULT_LAYER if layer is None else layer
-        recorded = location_of(self.hook)
-        given = (location or recorded[0], recorded[1] if layer is None else layer)
-        if given != recorded:
-            raise UserError(
-                f"the SAE was trained at {self.hook} (location={recorded[0]} layer={recorded[1]}) "
-                f"but location={given[0]} layer={given[1]} was asked for: omit them or match it"
-            )
-        return recorded
-
-
-def openai(
-    family: str, location: str | None, layer: int | None, cache_dir: str | None = None
-) -> LoadedSAE:
-    """One of OpenAI's released GPT-2 small SAEs (`family` is v1, v4, v5_32k or v5_128k)."""
-    if family not in release.FAMILIES:
-        known = ", ".join(release.FAMILIES)
-        raise UserError(f"unknown OpenAI SAE family {family!r}; one of {known}")
-    location = location or DEFAULT_LOCATION
-    layer = DEFAULT_LAYER if layer is None else layer
-    return from_path(release.FAMILIES[family].url(location, layer), cache_dir)
-
-
-def bundled(model: str, family: str, location: str | None, layer: int | None) -> LoadedSAE:
-    """An SAE bundled in saelab/zoo (offline), chosen like OpenAI's by location and layer."""
-    if location is None or layer is None:
-        raise UserError(f"sae={model}_{family} needs location= and layer=")
-    return from_path(str(saelab.zoo.sae_path(model, family, location, layer)))
-
-
-def from_path(path: str, cache_dir: str | None = None) -> LoadedSAE:
-    """A checkpoint in any supported format at a local path or any blobfile URL."""
-    return load(path=path, cache_dir=cache_dir)
 
 
 def load(
@@ -112,7 +46,7 @@ def load(
     format: str = "auto",
     cache_dir: str | None = None,
     check_model: bool = True,
-) -> LoadedSAE:
+) -> Checkpoint:
     """An SAE from a file or directory (`path`: local or a blobfile URL) or a Hugging Face repo
     (`repo_id`, optional `revision`); `subfolder` picks a directory inside either (e.g. one
     hook of a sparsify run). `format` is detected unless given."""
@@ -127,27 +61,132 @@ def load(
     elif str(path).startswith(REMOTE_SCHEMES):
         local = cached_download(str(path), cache)
         try:
-            return loaded_from(local, str(path), format, check_model)
+            checkpoint = formats.read(local, format)
         except UserError as error:
             local.unlink(missing_ok=True)
             raise UserError(
                 f"{error}; deleted the cached copy, the next run downloads it again"
             ) from None
+        checkpoint.source, checkpoint.check_model = str(path), check_model
+        return checkpoint
     else:
         root = Path(str(path).removeprefix("file://")).expanduser()
         source = str(root.resolve())
     local = root / subfolder if subfolder else root
     if not local.exists():
         raise UserError(f"SAE checkpoint not found: {local} (check sae.path= and sae.subfolder=)")
-    return loaded_from(local, f"{source}/{subfolder}" if subfolder else source, format, check_model)
+    checkpoint = formats.read(local, format)
+    checkpoint.source = f"{source}/{subfolder}" if subfolder else source
+    checkpoint.check_model = check_model
+    return checkpoint
 
 
-def loaded_from(local: Path, source: str, format: str, check_model: bool) -> LoadedSAE:
-    checkpoint = formats.load(local, format)
-    return LoadedSAE(
-        checkpoint.sae, source, str(local), sha256(checkpoint.weights), checkpoint.format,
-        checkpoint.hook, checkpoint.model_name, check_model,
-    )
+class Source:
+    """Where the `sae` config's checkpoints come from (one option of the `sae` group)."""
+
+    family: str | None = None
+    what = "the SAE"
+
+    def covers(self) -> list[Place] | None:
+        """The places it has a checkpoint for; None: one checkpoint, placed where it records
+        (or where asked)."""
+        return None
+
+    def load(self, place: Place | None = None) -> Checkpoint:
+        raise NotImplementedError
+
+
+@dataclass
+class Files(Source):
+    """One checkpoint: `load`'s arguments (`sae=auto`, `sae=file`, `sae=<format>`)."""
+
+    path: str | None = None
+    repo_id: str | None = None
+    subfolder: str | None = None
+    revision: str | None = None
+    format: str = "auto"
+    cache_dir: str | None = None
+    check_model: bool = True
+
+    def load(self, place: Place | None = None) -> Checkpoint:
+        return load(**asdict(self))
+
+
+@dataclass
+class Release(Source):
+    """One of OpenAI's released GPT-2 small families (`family`: v1, v4, v5_32k or v5_128k)."""
+
+    family: str
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.family not in release.FAMILIES:
+            known = ", ".join(release.FAMILIES)
+            raise UserError(f"unknown OpenAI SAE family {self.family!r}; one of {known}")
+        self.what = f"OpenAI's {self.family} family"
+
+    def covers(self) -> list[Place]:
+        return release.FAMILIES[self.family].places()
+
+    def load(self, place: Place | None = None) -> Checkpoint:
+        place = place or DEFAULT
+        url = release.FAMILIES[self.family].url(place.location, place.layer)
+        checkpoint = load(path=url, cache_dir=self.cache_dir)
+        checkpoint.family = self.family
+        return checkpoint
+
+
+@dataclass
+class Bundled(Source):
+    """An SAE family bundled in saelab/zoo (offline), chosen like OpenAI's by place."""
+
+    model: str
+    family: str
+
+    def __post_init__(self) -> None:
+        self.what = f"the bundled {self.model} {self.family} family"
+
+    def covers(self) -> list[Place]:
+        return saelab.zoo.sae_places(self.model, self.family)
+
+    def load(self, place: Place | None = None) -> Checkpoint:
+        checkpoint = load(path=str(saelab.zoo.sae_path(self.model, self.family, place)))
+        checkpoint.family = self.family
+        return checkpoint
+
+
+def places(
+    source: Source, model: Any, layer: Any, location: Any, default: Place | None = DEFAULT
+) -> list[tuple[Place, Checkpoint | None]]:
+    """The places `layer`/`location` ask of `source` on `model`, each with its checkpoint where
+    it had to be loaded to know its place (a single checkpoint), else None (load it later)."""
+    check_layers(layer, model)
+    covered = source.covers()
+    if covered is None:
+        checkpoint = source.load()
+        checkpoint.check_model_name(model.name)
+        found = select(layer, location, model.places(), checkpoint.place, default, source.what)
+        return [(place, checkpoint) for place in found]
+    in_model = set(model.places())
+    covered = [place for place in covered if place in in_model]
+    found = select(layer, location, covered, None, default, source.what)
+    return [(place, None) for place in found]
+
+
+def locate(source: Source, model: Any, layer: Any, location: Any) -> tuple[Place, Checkpoint]:
+    """The one SAE that `layer`/`location` ask for (eval, export, view), loaded and checked
+    against the model."""
+    found = places(source, model, layer, location)
+    if len(found) != 1:
+        raise UserError(
+            f"layer={layer} location={location} names {len(found)} SAEs; this command "
+            "evaluates one (saelab sweep evaluates many in one pass)"
+        )
+    place, checkpoint = found[0]
+    if checkpoint is None:
+        checkpoint = source.load(place)
+        checkpoint.check_model_name(model.name)
+    return place, checkpoint
 
 
 def hf_snapshot(repo_id: str, subfolder: str | None, revision: str | None, cache: Path) -> Path:
@@ -173,10 +212,9 @@ def hf_snapshot(repo_id: str, subfolder: str | None, revision: str | None, cache
             "(check sae.repo_id=; private repos need `huggingface-cli login`)"
         ) from None
     except (LocalEntryNotFoundError, OSError) as error:  # requests' errors are OSErrors
-        reason = (str(error).splitlines() or [type(error).__name__])[0][:160]
         raise UserError(
-            f"could not download {repo_id} from the Hugging Face hub ({reason}); the cache is "
-            f"{cache / 'huggingface'}; {OFFLINE_HINT}"
+            f"could not download {repo_id} from the Hugging Face hub ({first_line(error, 160)}); "
+            f"the cache is {cache / 'huggingface'}; {OFFLINE_HINT}"
         ) from None
 
 
@@ -214,16 +252,3 @@ def cached_download(url: str, cache_dir: Path, retry_limit: int = 3) -> Path:
             f"could not download {url} ({reason[:160]}); the cache is {cache_dir}; {OFFLINE_HINT}"
         ) from None
     return target
-
-
-def load_autoencoder(path: str | Path, format: str = "auto") -> Autoencoder:
-    """The autoencoder in a local file or directory, in `format` or the detected one."""
-    return formats.load(Path(path), format).sae
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()

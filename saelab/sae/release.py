@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from saelab.errors import UserError
+from saelab.sources.places import Place
 
 ROOT = "az://openaipublic/sparse-autoencoder/gpt2-small"
 GPT2_SMALL_LAYERS = 12
@@ -30,6 +31,9 @@ class Family:
                 f"OpenAI's {self.name} SAEs cover GPT-2 small layers 0-11, not layer={layer_index}"
             )
         return f"{ROOT}/{location}{self.suffix}/autoencoders/{layer_index}.pt"
+
+    def places(self) -> list[Place]:
+        return [Place(loc, layer) for loc in self.locations for layer in range(GPT2_SMALL_LAYERS)]
 
 
 RELU_LOCATIONS = ("mlp_post_act", "resid_delta_mlp")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from saelab.errors import OFFLINE_HINT, UserError
-from saelab.sources.hooks import HOOKS, check_location
+from saelab.errors import OFFLINE_HINT, UserError, first_line
+from saelab.sources.places import Place, every_place
 from saelab.zoo import ZOO_DIR
 
 HookFn = Callable[[Tensor, Any], Tensor]
@@ -55,13 +55,32 @@ class ModelSource:
     def vocab_size(self) -> int:
         return self.bridge.cfg.d_vocab
 
-    def hook_name(self, location: str, layer: int) -> str:
-        check_location(location)
-        if not 0 <= layer < self.n_layers:
-            raise UserError(
-                f"layer={layer} is out of range: {self.name} has layers 0-{self.n_layers - 1}"
-            )
-        return HOOKS[location].format(layer=layer)
+    def places(self) -> list[Place]:
+        """Every place an SAE can read in this model."""
+        return every_place(self.n_layers)
+
+    def capture(
+        self,
+        tokens: Tensor,
+        hooks: Iterable[str],
+        stop_at_layer: int | None = None,
+        keep: Callable[[Tensor], Tensor] = lambda act: act,
+    ) -> tuple[dict[str, Tensor], Tensor | None]:
+        """One forward: the activation at each of `hooks` (through `keep`, e.g. a slice, as
+        the forward goes), and the logits unless it stops before block `stop_at_layer`."""
+        hooks = set(hooks)
+        acts: dict[str, Tensor] = {}
+
+        def capture(act: Tensor, hook: Any) -> Tensor:
+            acts[hook.name] = keep(act)
+            return act
+
+        out = self.bridge.run_with_hooks(
+            tokens, fwd_hooks=[(name, capture) for name in hooks], stop_at_layer=stop_at_layer
+        )
+        # the bridge may fire a hook under its canonical name (an alias of the one asked for)
+        acts = {name: acts[self.bridge.hook_dict[name].name] for name in hooks}
+        return acts, (out if stop_at_layer is None else None)
 
     def replace_hooks(self, hook: str, mask: Tensor, value: Tensor) -> list[tuple[str, HookFn]]:
         """Forward hooks that run the model with `value` as the activation at `hook` where `mask`
@@ -116,12 +135,18 @@ class ModelSource:
                 x = x[0] if isinstance(x, tuple) else x
             return self.bridge.unembed(self.bridge.ln_final(x))
 
-    def width(self, location: str) -> int:
-        return self.width_of(HOOKS[location])
-
-    def width_of(self, hook: str) -> int:
+    def width(self, hook: str) -> int:
         cfg = self.bridge.cfg
         return cfg.d_mlp if hook.endswith("mlp.hook_post") else cfg.d_model
+
+    def unembedding(self) -> tuple[Tensor, Tensor]:
+        """(W_U [d_model, vocab], the final layer norm's scale [d_model]): a residual
+        direction's direct effect on the logits."""
+        return self.bridge.W_U, self.bridge.ln_final.w
+
+    def mlp_out_weight(self, layer: int) -> Tensor:
+        """[d_mlp, d_model]: how block `layer`'s MLP writes its activations to the residual."""
+        return self.bridge.blocks[layer].mlp.W_out
 
     def __deepcopy__(self, memo: dict) -> ModelSource:
         """A model source is a shared, read-only resource: copies of a module share it."""
@@ -165,9 +190,9 @@ def gpt2(name: str = "gpt2") -> ModelSource:
             hf_model = GPT2LMHeadModel.from_pretrained(name)
             tokenizer = AutoTokenizer.from_pretrained(name)
         except OSError as error:
-            reason = str(error).splitlines()[0][:120]
             raise UserError(
-                f"could not load {name!r} from the Hugging Face hub ({reason}); {OFFLINE_HINT}"
+                f"could not load {name!r} from the Hugging Face hub ({first_line(error)}); "
+                f"{OFFLINE_HINT}"
             ) from None
     return _boot(name, hf_model, tokenizer)
 

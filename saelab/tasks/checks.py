@@ -8,6 +8,7 @@ rule names the key, what it must be, and a value that works.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from saelab.data.activations import MANIFEST
 from saelab.errors import UserError, first_line
-from saelab.sources.hooks import check_location
+from saelab.sae.autoencoder import check_k
+from saelab.sources.places import check_location
 
 
 def _int(value: Any) -> bool:
@@ -84,12 +86,9 @@ def check_train(cfg: DictConfig) -> None:
             f"(train.batch_size={cfg.train.batch_size} tokens)"
         )
     if "k" in cfg.recipe:  # a TopK recipe keeps recipe.k latents per token
-        k, n_latents = cfg.recipe.k, cfg.recipe.n_latents
-        if not (_int(k) and 1 <= k <= n_latents):
-            raise UserError(
-                f"recipe.k={k} must be an integer from 1 to recipe.n_latents={n_latents} (the "
-                "latents kept per token): e.g. recipe.k=32"
-            )
+        if cfg.recipe.k is None:
+            raise UserError("recipe.k=null: a TopK recipe keeps k latents per token, e.g. 32")
+        check_k(cfg.recipe.k, cfg.recipe.n_latents, key="recipe.k")
     if cfg.get("ckpt_path"):
         check_training_checkpoint(Path(cfg.ckpt_path))
     if cfg.train.activation_cache:
@@ -119,14 +118,21 @@ def check_training_checkpoint(path: Path) -> None:
 
 
 def check_writable_cache(directory: Path) -> None:
-    """A complete cache only needs reading; otherwise the directory, or the nearest folder
-    that exists above it, must be a writable directory."""
+    """A complete cache only needs reading; otherwise the nearest folder that exists at or
+    above it must be a directory in which a folder can be made (tried and removed: the
+    permission bits alone pass e.g. /proc for root)."""
     if (directory / MANIFEST).is_file():
         return
     existing = next(p for p in (directory, *directory.parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        what = "is not a directory" if not existing.is_dir() else "is not writable"
-        raise UserError(
-            f"train.activation_cache={directory} cannot be written: {existing} {what}; "
-            "choose a writable directory"
-        )
+    if not existing.is_dir():
+        reason = f"{existing} is not a directory"
+    else:
+        try:
+            os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".saelab-check-"))
+            return
+        except OSError as error:
+            reason = f"{existing}: {error.strerror or first_line(error)}"
+    raise UserError(
+        f"train.activation_cache={directory} cannot be written: {reason}; "
+        "choose a writable directory"
+    )

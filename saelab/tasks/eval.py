@@ -9,16 +9,17 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
+from saelab.config import build
 from saelab.errors import UserError
 from saelab.evals import build_plugins
 from saelab.evals import results as results_io
-from saelab.evals.base import EvalPlugin
+from saelab.evals.base import EvalPlugin, RunContext
 from saelab.evals.evaluator import Evaluation, TokenRate, probe, scalar_results
-from saelab.export import Export, ExportContext
-from saelab.sae.checkpoints import LoadedSAE
+from saelab.export import Export
+from saelab.sae.checkpoints import locate
 from saelab.sources.models import ModelSource
 from saelab.tasks.checks import check_eval
-from saelab.tasks.common import build, close_loggers, output_dir
+from saelab.tasks.common import close_loggers, output_dir
 from saelab.tasks.common import logger as task_logger
 
 
@@ -31,20 +32,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return json.loads(done.read_text())["metrics"]
     L.seed_everything(cfg.seed, verbose=False)
     check_eval(cfg)
-    loaded: LoadedSAE = build(cfg.sae)  # before the model: family/location errors come first
+    source = build(cfg.sae)
     model: ModelSource = build(cfg.model)
-    location, layer = loaded.place(model, cfg.location, cfg.layer)
-    export = export_plugin(cfg)
-    plugins: dict[str, EvalPlugin] = build_plugins(cfg.evals) if cfg.evals or not export else {}
-    if export:
-        plugins["export"] = export
-    one = probe(model, location, layer, loaded.sae, plugins)
-    hook = one.hook
+    place, checkpoint = locate(source, model, cfg.layer, cfg.location)
+    plugins = eval_plugins(cfg)
     data = build(cfg.data)
-    n_tokens = export_setting(cfg, "n_tokens")
-    data.prepare(model.tokenizer, model.vocab_size, model.n_ctx, n_tokens=n_tokens)
-    if export:
-        export.context = ExportContext(model, location, layer, hook, loaded, data, cfg.seed)
+    data.prepare(model.tokenizer, model.vocab_size, model.n_ctx, n_tokens=export_tokens(cfg))
+    one = probe(RunContext(model, place, checkpoint, data, cfg.seed), plugins)
     module = Evaluation(model, [one])
 
     logger = task_logger(cfg)
@@ -55,12 +49,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     loop_seconds = time.perf_counter() - loop_started
 
     provenance = results_io.provenance(
-        model,
-        hook,
-        layer,
-        location,
-        loaded,
-        data,
+        one.run,
         n_tokens=module.n_tokens,
         seconds=round(time.time() - started, 3),
         seconds_test_loop=round(loop_seconds, 3),
@@ -69,32 +58,40 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         (results,) = module.results
         written = results_io.save(out_dir, cfg, results, provenance, module.plugins[0])
-        results_io.log_to(logger, results, provenance)
+        results_io.log_to(logger, results, provenance, module.plugins[0])
         close_loggers()  # W&B prints its summary on closing: the table comes last
         results_io.print_table(results, provenance, written)
-        if export:
-            print(f"browse its latents: saelab view {out_dir / export.subdir}")
+        if "export" in plugins:
+            print(f"browse its latents: saelab view {out_dir / plugins['export'].settings.subdir}")
     return scalar_results(module.results[0])
 
 
-def export_setting(cfg: DictConfig, key: str) -> Any:
+def eval_plugins(cfg: DictConfig) -> dict[str, EvalPlugin]:
+    """The configured `evals`, and the export where `export` asks for it (`saelab export`
+    runs the export alone)."""
+    export = export_plugin(cfg)
+    plugins = build_plugins(cfg.evals) if cfg.evals or not export else {}
+    if export:
+        plugins["export"] = export
+    return plugins
+
+
+def export_tokens(cfg: DictConfig) -> int | None:
+    """`export.n_tokens` of `saelab export` (None: data.n_tokens)."""
     export = cfg.get("export")
-    return export.get(key) if isinstance(export, DictConfig) else None
+    return export.get("n_tokens") if isinstance(export, DictConfig) else None
 
 
 def export_plugin(cfg: DictConfig) -> Export | None:
-    """`export=true` (eval) adds the export with its defaults, written to <run>/export;
+    """`export=true` (eval, sweep) adds the export with its defaults, written to <run>/export;
     `saelab export` configures it through the `export:` node, written to the run dir."""
     export = cfg.get("export")
     if not export:
         return None
     if export is True:
-        return Export(subdir="export", seed=cfg.seed)
+        return Export(subdir="export")
     if not isinstance(export, DictConfig):
         raise UserError(f"export must be true or false, not {export!r}")
     options = OmegaConf.to_container(export, resolve=True)
     options.pop("n_tokens", None)
-    try:
-        return Export(**options, seed=cfg.seed)
-    except TypeError as error:
-        raise UserError(f"bad export setting: {error}") from None
+    return Export(**options)

@@ -3,120 +3,99 @@
 The model runs once per batch for every SAE in a group (see `evaluation.BatchEvaluator`).
 SAEs load lazily, a group at a time, so the SAEs on the device stay within
 `sweep.memory_budget`; each group is one pass over the tokens. Every SAE gets the same files
-as a separate `saelab eval` run (`<location>/<layer>/metrics.json`, ...) and the sweep ends
-with `sweep.csv` and `sweep.json`. With `resume=true run_name=<name>`, SAEs whose
-`metrics.json` exists are skipped and the others (unfinished ones included) are redone.
+as a separate `saelab eval` run (`<family>/<location>/<layer>/metrics.json`, and with
+`export=true` its viewer export in `export/`, from the same pass) and the sweep ends with
+`sweep.csv` and `sweep.json`. With `resume=true run_name=<name>`, SAEs whose `metrics.json`
+exists are skipped and the others (unfinished ones included) are redone.
 """
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
-from hydra.utils import get_method
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from saelab.config import build
 from saelab.errors import UserError
-from saelab.evals import build_plugins
 from saelab.evals import results as results_io
+from saelab.evals.base import RunContext
 from saelab.evals.evaluator import Evaluation, probe, scalar_results
-from saelab.sae import release
-from saelab.sae.checkpoints import LoadedSAE
-from saelab.sources.hooks import HOOKS
+from saelab.formats.base import Checkpoint
+from saelab.sae.checkpoints import Source, places
 from saelab.sources.models import ModelSource
-from saelab.tasks.common import build, close_loggers, output_dir
+from saelab.sources.places import Place
+from saelab.tasks.common import close_loggers, output_dir
 from saelab.tasks.common import logger as task_logger
-from saelab.zoo import bundled_places
+from saelab.tasks.eval import eval_plugins
+
+PLACEMENT = ("location", "layer")  # keys of a `sweep.saes` entry that say where, not what
 
 
 @dataclass
-class Place:
-    """One SAE of the sweep: where it reads, the config that loads it, and its results folder."""
+class Entry:
+    """One SAE of the sweep: its family (or its name in `sweep.saes`), where it reads, the
+    source that loads it, and its config (as a separate eval run would record it)."""
 
-    label: str  # the SAE family, or the entry's name in `sweep.saes`
-    location: str | None  # None: the hook the checkpoint records
-    layer: int | None
+    family: str
+    place: Place
+    source: Source
     sae: DictConfig
 
     @property
     def name(self) -> str:
-        return f"{self.label}/{self.location}/{self.layer}"
+        """Its results folder: `<family>/<location>/<layer>`."""
+        return f"{self.family}/{self.place.name}"
+
+    def load(self, model: ModelSource) -> Checkpoint:
+        checkpoint = self.source.load(self.place)
+        checkpoint.check_model_name(model.name)
+        checkpoint.family = self.family
+        return checkpoint
 
 
-def family_places(sae: DictConfig, n_layers: int) -> list[tuple[str, int]]:
-    """Every (location, layer) a family of SAEs covers, for `layer=all` / `location=all`."""
-    target = sae.get("_target_")
-    if target == "saelab.sae.checkpoints.openai":
-        family = release.FAMILIES[sae.family]
-        return [(loc, layer) for loc in family.locations for layer in range(n_layers)]
-    if target == "saelab.sae.checkpoints.bundled":
-        return bundled_places(sae.model, sae.family)
-    return [(loc, layer) for loc in HOOKS for layer in range(n_layers)]
-
-
-def selected(value: Any, name: str) -> set | None:
-    """None for `all`, else the set of values asked for (one or a list)."""
-    if value == "all":
-        return None
-    values = list(value) if isinstance(value, ListConfig) else [value]
-    if name == "layer" and not all(isinstance(v, int) for v in values):
-        raise UserError(f"layer must be all, an integer or a list of integers, got {value}")
-    if name == "location" and not set(values) <= set(HOOKS):
-        raise UserError(f"unknown location in {value}; each one of {', '.join(HOOKS)} (or all)")
-    return set(values)
-
-
-def places_for(cfg: DictConfig, model: ModelSource) -> list[Place]:
+def entries(cfg: DictConfig, model: ModelSource) -> list[Entry]:
     """The `sae` family expanded over `layer` x `location`, then the explicit `sweep.saes`."""
     out = []
     if cfg.get("sae"):
-        layers, locations = selected(cfg.layer, "layer"), selected(cfg.location, "location")
-        for location, layer in family_places(cfg.sae, model.n_layers):
-            if (layers is None or layer in layers) and (locations is None or location in locations):
-                node = OmegaConf.merge(cfg.sae, {"location": location, "layer": layer})
-                out.append(Place(cfg.sae.get("family", "sae"), location, layer, node))
+        source = build(cfg.sae)
+        family = source.family or "sae"
+        for place, _ in places(source, model, cfg.layer, cfg.location):
+            out.append(Entry(family, place, source, cfg.sae))
     for name, node in (cfg.sweep.saes or {}).items():
-        place = Place(name, node.get("location"), node.get("layer"), loader_node(node))
-        if place.location is None or place.layer is None:  # read the hook from the checkpoint
-            loaded: LoadedSAE = build(place.sae)
-            place.location, place.layer = loaded.place(model, place.location, place.layer)
-            del loaded
-        out.append(place)
+        if "_target_" not in node:
+            raise UserError(
+                f"sweep.saes.{name} needs a _target_ (e.g. saelab.sae.checkpoints.Files)"
+            )
+        sae = OmegaConf.masked_copy(node, [key for key in node if key not in PLACEMENT])
+        source = build(sae)
+        found = places(source, model, node.get("layer"), node.get("location"))
+        if len(found) != 1:
+            raise UserError(f"sweep.saes.{name} must name one place (its location and layer)")
+        out.append(Entry(name, found[0][0], source, sae))
     if not out:
         raise UserError("the sweep selects no SAE: check sae=, layer=, location= and sweep.saes")
     return out
 
 
-def loader_node(node: DictConfig) -> DictConfig:
-    """An explicit entry's SAE config: its `location`/`layer` go to loaders that take them
-    (OpenAI's families, the zoo), not to those that read one file."""
-    if "_target_" not in node:
-        raise UserError("each sweep.saes entry needs a _target_ (e.g. saelab.sae.checkpoints.load)")
-    takes = inspect.signature(get_method(node._target_)).parameters
-    drop = [key for key in ("location", "layer") if key not in takes]
-    return OmegaConf.masked_copy(node, [key for key in node if key not in drop])
-
-
 def groups(
-    places: list[Place], model: ModelSource, budget: float
-) -> Iterator[list[tuple[Place, LoadedSAE]]]:
+    todo: list[Entry], model: ModelSource, budget: float
+) -> Iterator[list[tuple[Entry, Checkpoint]]]:
     """SAEs loaded one by one and handed out in groups whose weights fit `budget` bytes (an SAE
     larger than the budget goes alone); a group is loaded only when the last one is done."""
-    group: list[tuple[Place, LoadedSAE]] = []
+    group: list[tuple[Entry, Checkpoint]] = []
     used = 0
-    for place in places:
-        loaded: LoadedSAE = build(place.sae)
-        loaded.place(model, place.location, place.layer)  # agrees with the checkpoint's hook
-        tensors = [*loaded.sae.parameters(), *loaded.sae.buffers()]
+    for entry in todo:
+        checkpoint = entry.load(model)
+        tensors = [*checkpoint.sae.parameters(), *checkpoint.sae.buffers()]
         size = sum(t.numel() * t.element_size() for t in tensors)
         if group and used + size > budget:
             yield group
             group, used = [], 0
-        group.append((place, loaded))
+        group.append((entry, checkpoint))
         used += size
     if group:
         yield group
@@ -126,12 +105,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, verbose=False)
     out_dir = output_dir(cfg)
     model: ModelSource = build(cfg.model)
-    places = places_for(cfg, model)
-    todo = [p for p in places if not (out_dir / p.name / "metrics.json").is_file()]
-    if cfg.resume and len(todo) < len(places):
-        print(f"resume: {len(places) - len(todo)} of {len(places)} SAEs are complete, skipped")
+    every = entries(cfg, model)
+    todo = [e for e in every if not (out_dir / e.name / "metrics.json").is_file()]
+    if cfg.resume and len(todo) < len(every):
+        print(f"resume: {len(every) - len(todo)} of {len(every)} SAEs are complete, skipped")
     elif not cfg.resume:
-        todo = places
+        todo = every
     data = build(cfg.data)
     data.prepare(model.tokenizer, model.vocab_size, model.n_ctx)
     logger = task_logger(cfg)
@@ -140,8 +119,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = build(cfg.trainer, logger=False)
     for group in groups(todo, model, float(cfg.sweep.memory_budget)):
         probes = [
-            probe(model, p.location, p.layer, loaded.sae, build_plugins(cfg.evals))
-            for p, loaded in group
+            probe(RunContext(model, entry.place, checkpoint, data, cfg.seed), eval_plugins(cfg))
+            for entry, checkpoint in group
         ]
         module = Evaluation(model, probes)
         started = time.perf_counter()
@@ -149,22 +128,23 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         seconds = round(time.perf_counter() - started, 3)
         if not trainer.is_global_zero:
             continue
-        for (place, loaded), one, results, plugins in zip(
+        for (entry, _), one, results, plugins in zip(
             group, probes, module.results, module.plugins, strict=True
         ):
             provenance = results_io.provenance(
-                model, one.hook, place.layer, place.location, loaded, data, module.n_tokens,
+                one.run,
+                module.n_tokens,
                 seconds_test_loop=seconds,  # of the whole group, which shares each forward
                 group_size=len(group),
             )
             run_cfg = cfg.copy()  # the config of this SAE alone, as a separate eval would have
             with open_dict(run_cfg):
-                run_cfg.sae, run_cfg.layer = place.sae, place.layer
-                run_cfg.location = place.location
-            results_io.save(out_dir / place.name, run_cfg, results, provenance, plugins)
+                run_cfg.sae, run_cfg.layer = entry.sae, entry.place.layer
+                run_cfg.location = entry.place.location
+            results_io.save(out_dir / entry.name, run_cfg, results, provenance, plugins)
             if logger:
                 logger.log_metrics(
-                    {f"{place.name}/{k}": v for k, v in scalar_results(results).items()}
+                    {f"{entry.name}/{k}": v for k, v in scalar_results(results).items()}
                 )
         print(f"evaluated {len(group)} SAE(s) in {seconds:.0f} s")
     rows = results_io.write_summary(out_dir)

@@ -8,41 +8,40 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from saelab.config import build
 from saelab.data.activations import MANIFEST, BufferedStream, CachedActivations, ModelActivations
 from saelab.data.tokens import TokenDataModule
 from saelab.errors import UserError
 from saelab.evals import build_plugins
 from saelab.evals import results as results_io
+from saelab.evals.base import RunContext
 from saelab.evals.evaluator import scalar_results
 from saelab.formats import save_sae
 from saelab.io import write_json
-from saelab.sources.hooks import check_location
 from saelab.sources.models import ModelSource
+from saelab.sources.places import Place, check_layers, select
 from saelab.tasks.checks import check_train
-from saelab.tasks.common import build, output_dir
 from saelab.tasks.common import logger as task_logger
+from saelab.tasks.common import output_dir
 from saelab.train.loop import AtomicCheckpointIO, TrainData, resume_from
 from saelab.train.module import HookSAE, SAETraining
 from saelab.train.recipes import Recipe
 
 
-def places_for(cfg: DictConfig, model: ModelSource) -> dict[str, tuple[int, str]]:
-    """{hook name: (layer, location)} for every layer x location asked for."""
-    layers = list(cfg.layer) if isinstance(cfg.layer, ListConfig) else [cfg.layer]
-    locations = list(cfg.location) if isinstance(cfg.location, ListConfig) else [cfg.location]
-    for location in locations:
-        check_location(location)
-    if not all(isinstance(layer, int) for layer in layers):
-        raise UserError(f"layer must be an integer or a list of integers, got {cfg.layer}")
-    return {model.hook_name(loc, layer): (layer, loc) for layer in layers for loc in locations}
+def places_for(cfg: DictConfig, model: ModelSource) -> list[Place]:
+    """Every place of `layer` x `location` (each one value, a list or `all`)."""
+    check_layers(cfg.layer, model)
+    return select(cfg.layer, cfg.location, model.places(), default=None, what=model.name)
 
 
 def cached(
     stream: ModelActivations, directory: Path, cfg: DictConfig, model: ModelSource
 ) -> CachedActivations:
-    """Write the activation cache once (if it is not complete yet), then read from it."""
+    """Write the activation cache once (if it is not complete yet), then read from it: a
+    cache written for another model, data, context length or seed is refused."""
+    origin = {"model": model.name, "data": OmegaConf.to_container(cfg.data.source, resolve=True)}
     if not (directory / MANIFEST).is_file():
         dtype = cfg.train.activation_cache_dtype
         size = stream.cache_bytes(dtype) / 1e9
@@ -50,11 +49,8 @@ def cached(
             f"writing an activation cache of {size:.2f} GB ({stream.n_contexts} contexts, "
             f"{len(stream.hooks)} hooks, {dtype}) to {directory}"
         )
-        source = OmegaConf.to_container(cfg.data.source, resolve=True)
-        stream.write_cache(directory, {"model": model.name, "data": source}, dtype=dtype)
-    return CachedActivations(
-        directory, stream.hooks, stream.batch_size, stream.buffer_contexts, stream.seed
-    )
+        stream.write_cache(directory, origin, dtype=dtype)
+    return CachedActivations(directory, stream, origin)
 
 
 def activations_and_validation(
@@ -98,7 +94,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, verbose=False)
     model: ModelSource = build(cfg.model)
     places = places_for(cfg, model)
-    hooks = {hook: layer for hook, (layer, _) in places.items()}
+    hooks = {place.hook: place.layer for place in places}
     recipe: Recipe = build(cfg.recipe)
     out_dir = output_dir(cfg)
 
@@ -117,15 +113,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit_loop.epoch_loop.max_steps = total_steps
 
     # initialise each SAE on a sample of its activations (OpenAI's init needs the data)
-    saes = [
-        HookSAE(
-            hook,
-            hooks[hook],
-            *recipe.build(acts.shape[-1], acts, seed=cfg.seed + i),
-            plugins=build_plugins(cfg.evals),
-        )
-        for i, (hook, acts) in enumerate(sample.items())
-    ]
+    saes = []
+    for i, place in enumerate(places):
+        sae, mse_scale = recipe.build(model.width(place.hook), sample[place.hook], cfg.seed + i)
+        run = RunContext.of_sae(sae, model, place, val, cfg.seed)
+        saes.append(HookSAE(run, mse_scale, plugins=build_plugins(cfg.evals)))
     module = SAETraining(
         model,
         saes,
@@ -169,7 +161,7 @@ def fit_trainer(cfg: DictConfig, checkpoints: Path) -> L.Trainer:
 
 def save_saes(
     cfg: DictConfig,
-    places: dict[str, tuple[int, str]],
+    places: list[Place],
     trainer: L.Trainer,
     module: SAETraining,
     data: TrainData,
@@ -195,8 +187,9 @@ def save_saes(
         final_metrics = {h: scalar_results(r) for h, r in module.validation_results.items()}
     saes = {}
     if trainer.is_global_zero:
-        for hook, (layer, location) in places.items():
-            meta = {**provenance, "hook": hook, "layer": layer, "location": location}
+        for place in places:
+            hook = place.hook
+            meta = {**provenance, "hook": hook, "layer": place.layer, "location": place.location}
             written = save_sae(module.sae(hook).cpu(), out_dir / "saes" / hook, meta)
             saes[hook] = {
                 "files": [str(p) for p in written],

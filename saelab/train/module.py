@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from saelab.data.tokens import distributed_rank
 from saelab.errors import UserError
 from saelab.evals import EvalPlugin
-from saelab.evals.density import log10_histogram, wandb_histogram
+from saelab.evals.base import RunContext
+from saelab.evals.density import wandb_histogram
 from saelab.evals.evaluator import BatchEvaluator, Probe, compute_all, scalar_results
 from saelab.sae.autoencoder import Autoencoder
 from saelab.sources.models import ModelSource
@@ -25,22 +26,18 @@ ADAM_EPS = 6.25e-10  # OpenAI's
 
 
 class HookSAE(nn.Module):
-    """One SAE in training: the hook it reads, its loss scale, its validation plugins."""
+    """One SAE in training: its run (the SAE, where it reads, the model and validation data),
+    its loss scale, its validation plugins."""
 
     def __init__(
-        self,
-        hook: str,
-        layer: int,
-        sae: Autoencoder,
-        mse_scale: float,
-        plugins: dict[str, EvalPlugin] | None = None,
+        self, run: RunContext, mse_scale: float, plugins: dict[str, EvalPlugin] | None = None
     ) -> None:
         super().__init__()
-        self.hook, self.layer, self.sae = hook, layer, sae
+        self.run, self.hook, self.sae = run, run.hook, run.sae
         self.register_buffer("mse_scale", torch.tensor(mse_scale))
         self.plugins = nn.ModuleDict(plugins or {})
         for plugin in self.plugins.values():
-            plugin.setup(sae)
+            plugin.setup(run)
 
 
 class SAETraining(L.LightningModule):
@@ -64,9 +61,7 @@ class SAETraining(L.LightningModule):
         self.trained = nn.ModuleList(saes)
         self.by_hook = {t.hook: t for t in saes}
         probes = [  # validation needs the model; without one, training only
-            Probe(t.hook, t.layer, t.sae, t.plugins)
-            for t in saes
-            if model is not None and len(t.plugins)
+            Probe(t.run, t.plugins) for t in saes if model is not None and len(t.plugins)
         ]
         self.evaluator = BatchEvaluator(model, probes) if probes else None
         self.lr, self.warmup_steps, self.decay_fraction = lr, warmup_steps, decay_fraction
@@ -184,9 +179,6 @@ class SAETraining(L.LightningModule):
             self.validation_results[hook] = results
             prefix = f"val/{hook}/" if len(self.trained) > 1 else "val/"
             self.log_dict({prefix + k: v for k, v in scalar_results(results).items()})
-            if "density/frequencies" in results:
-                hist = log10_histogram(results["density/frequencies"])
-                self.validation_results[hook]["density/log10_histogram"] = hist
 
     # -- optimisation --------------------------------------------------------------------
     def configure_optimizers(self):

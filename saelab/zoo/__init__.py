@@ -9,26 +9,28 @@ from __future__ import annotations
 from pathlib import Path
 
 from saelab.errors import UserError
+from saelab.sources.places import Place, describe
 
 ZOO_DIR = Path(__file__).parent
 
 
-def sae_path(model: str, family: str, location: str, layer: int) -> Path:
-    family_dir = ZOO_DIR / model / "saes" / family
-    if not family_dir.is_dir():
+def family_dir(model: str, family: str) -> Path:
+    found = ZOO_DIR / model / "saes" / family
+    if not found.is_dir():
         families = sorted(p.name for p in (ZOO_DIR / model / "saes").glob("*"))
         raise UserError(f"no bundled SAE family {family!r} for {model}; one of {families}")
-    path = family_dir / location / f"{layer}.pt"
+    return found
+
+
+def sae_path(model: str, family: str, place: Place) -> Path:
+    path = family_dir(model, family) / place.location / f"{place.layer}.pt"
     if not path.is_file():
-        have = sorted(f"{p.parent.name}/{p.stem}" for p in family_dir.glob("*/*.pt"))
-        raise UserError(
-            f"the bundled {family} SAEs have no location={location} layer={layer}; "
-            f"bundled: {', '.join(have)}"
-        )
+        have = describe(sae_places(model, family))
+        raise UserError(f"the bundled {family} SAEs have none at {place.name}; bundled: {have}")
     return path
 
 
-def bundled_places(model: str, family: str) -> list[tuple[str, int]]:
-    """(location, layer) of every bundled SAE of a family, for sweeps over all of them."""
-    found = (ZOO_DIR / model / "saes" / family).glob("*/*.pt")
-    return sorted((path.parent.name, int(path.stem)) for path in found)
+def sae_places(model: str, family: str) -> list[Place]:
+    """Every place a bundled family has an SAE for, for sweeps over all of them."""
+    found = family_dir(model, family).glob("*/*.pt")
+    return sorted(Place(path.parent.name, int(path.stem)) for path in found)
