@@ -72,8 +72,8 @@ def machine_names() -> set[str]:
 
 def host_names(host: str, allow: Sequence[str] = ()) -> set[str]:
     """The names a browser may send as Host: loopback's, the bound address, `--allow-host`
-    names and, bound beyond loopback, the machine's own. Never any name: a page elsewhere could
-    then reach the server through DNS rebinding."""
+    names and, bound beyond loopback, the machine's own. Never every name: without the check a
+    page on another site reaches the server through DNS rebinding."""
     names = {*LOOPBACK, *(name.lower() for name in allow)}
     if host not in EVERY_INTERFACE:
         names.add(host.lower())
