@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from saelab.errors import UserError
+from saelab.server.files import inside, json_inside
 
 ATOM_FILE = re.compile(r"^(\d+)\.json$")  # OpenAI's `<atom>.json` FeatureInfo files
 
@@ -80,25 +81,6 @@ def open_run(index: int, directory: str | Path) -> Run:
 ROW_KEYS = ("model", "hook", "layer", "location", "sae_source", "sae_k", "n_tokens")
 
 
-def read_json(path: Path, root: Path) -> Any:
-    """JSON at `path` if it resolves inside `root` (symlinks followed), else None."""
-    try:
-        resolved = path.resolve()
-        if not resolved.is_relative_to(root) or not resolved.is_file():
-            return None
-        return json.loads(resolved.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def inside(root: Path, relative: Any) -> Path | None:
-    """`root/relative` for a relative path string that stays inside `root`, else None."""
-    if not isinstance(relative, str) or "\x00" in relative or relative.startswith(("/", "\\")):
-        return None
-    target = (root / relative).resolve()
-    return target if target.is_relative_to(root) else None
-
-
 def family_of(run: str, sae_source: Any) -> str:
     """The SAE family: the sweep folder's first part (`<family>/<location>/<layer>`), else the
     folder above the location in a zoo or local path (`.../saes/<family>/<location>/<n>.pt`),
@@ -128,7 +110,7 @@ def result_rows(root: Path) -> list[dict[str, Any]]:
     of a single run or of the run folders below (an unfinished multirun). Reads nothing
     outside `root`: a row whose folder leaves it is dropped."""
     rows: list[dict[str, Any]] = []
-    summary = read_json(root / "sweep.json", root)
+    summary = json_inside(root, "sweep.json")
     if isinstance(summary, list):
         for entry in summary:
             if not isinstance(entry, dict) or (folder := inside(root, entry.get("run"))) is None:
@@ -136,7 +118,7 @@ def result_rows(root: Path) -> list[dict[str, Any]]:
             run = folder.relative_to(root).as_posix()
             row = {k: v for k, v in entry.items() if isinstance(v, (str, int, float, type(None)))}
             row["run"] = "" if run == "." else run
-            metrics = read_json(folder / "metrics.json", root) or {}
+            metrics = json_inside(root, run, "metrics.json") or {}
             provenance = metrics.get("provenance") if isinstance(metrics, dict) else None
             row["sae_sha256"] = (provenance or {}).get("sae_sha256")
             rows.append(row)
@@ -145,13 +127,13 @@ def result_rows(root: Path) -> list[dict[str, Any]]:
         candidates += sorted(root.glob("*/*/*/metrics.json"))
         for path in candidates:
             run = path.parent.relative_to(root).as_posix()
-            row = row_from_metrics("" if run == "." else run, read_json(path, root))
+            run = "" if run == "." else run
+            row = row_from_metrics(run, json_inside(root, run, "metrics.json"))
             if row is not None:
                 rows.append(row)
     for row in rows:
         row["family"] = family_of(row["run"], row.get("sae_source"))
-        manifest = root / row["run"] / "export" / "manifest.json"
-        row["has_export"] = read_json(manifest, root) is not None
+        row["has_export"] = json_inside(root, row["run"], "export", "manifest.json") is not None
     return rows
 
 

@@ -26,12 +26,26 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="saelab view", description=DESCRIPTION)
     parser.add_argument("paths", nargs="*", metavar="DIR|OVERRIDE")
     parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1; ::1 for IPv6); beyond loopback anyone who "
+        "can reach the port can read what is served: the viewer has no authentication",
+    )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name to answer besides loopback's and this machine's (repeatable), "
+        "e.g. the name a proxy or another machine uses",
+    )
     parser.add_argument("--no-browser", action="store_true", help="do not open a browser")
     parser.add_argument(
         "--cache-dir", type=Path, default=None, help="where OpenAI's viewer files are cached"
     )
     args = parser.parse_args(argv)
+    args.host = args.host.removeprefix("[").removesuffix("]")  # [::1] as URLs write it
     # `key=value` that is not an existing path is an override; everything else a directory
     args.overrides = [a for a in args.paths if "=" in a and not Path(a).exists()]
     args.dirs = [a for a in args.paths if a not in args.overrides]
@@ -41,7 +55,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def serve(argv: list[str]):
     """Build the server (not yet serving): the part tests drive in-process."""
     from saelab.sae.checkpoints import default_cache_dir
-    from saelab.server.app import ViewerServer
+    from saelab.server.app import ViewerServer, exposed
     from saelab.server.runs import nested_exports, open_run
 
     args = parse(argv)
@@ -59,6 +73,7 @@ def serve(argv: list[str]):
             args.cache_dir or default_cache_dir(),
             prompt=engine,
             prompt_info=engine.info if engine else None,
+            allow_hosts=args.allow_host,
         )
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
@@ -67,6 +82,14 @@ def serve(argv: list[str]):
                 "or leave it out for a free one"
             ) from None
         raise UserError(f"cannot listen on {args.host}:{args.port} ({error.strerror})") from None
+    if exposed(args.host):
+        names = ", ".join(sorted(server.host_names))
+        print(
+            f"saelab view: warning: --host {args.host} serves beyond this machine and the viewer "
+            "has no authentication: anyone who can reach the port reads what is served and runs "
+            f"the prompt model. Host names answered: {names} (add more with --allow-host NAME)",
+            file=sys.stderr,
+        )
     return server, args
 
 
