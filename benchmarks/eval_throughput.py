@@ -25,6 +25,7 @@ from saelab import Autoencoder
 from saelab.data.tokens import RandomTokens
 from saelab.io import write_json
 from saelab.sources.models import random_gpt2
+from saelab.sources.places import Place
 
 CONFIGS = {
     "all_plugins": "evals=[reconstruction,downstream,density]",
@@ -93,7 +94,7 @@ def main() -> None:
         }
     model = random_gpt2(seed=0)
     tokens = RandomTokens().contexts(None, model.vocab_size, args.n_tokens // 64, 64, 50256, 0)
-    place = [(model.hook_name("resid_post_mlp", args.layer), args.layer, sae)]
+    place = [(Place("resid_post_mlp", args.layer).hook, args.layer, sae)]
     for name, r in results.items():
         r["limit_s"] = limit_seconds(model, place, tokens, args.batch_size, name == "all_plugins")
         r["loop_over_limit"] = r["seconds"] / r["limit_s"]

@@ -27,6 +27,7 @@ from saelab import Autoencoder
 from saelab.data.tokens import RandomTokens
 from saelab.io import write_json
 from saelab.sources.models import random_gpt2
+from saelab.sources.places import Place
 
 LOCATIONS = ("resid_post_mlp", "resid_delta_attn")
 EVALS = {
@@ -87,7 +88,7 @@ def limit(saes: Path, places: list[tuple[str, int]], downstream: bool, args) -> 
     tokens = RandomTokens().contexts(None, model.vocab_size, args.n_tokens // 64, 64, 50256, 0)
     loaded = [
         (
-            model.hook_name(location, layer),
+            Place(location, layer).hook,
             layer,
             Autoencoder.from_state_dict(torch.load(saes / f"{location}_{layer}.pt")),
         )

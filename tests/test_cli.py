@@ -205,7 +205,7 @@ BAD_INPUTS = [
     (
         "eval",
         ["sae=openai_v5_32k", "location=mlp_post_act", "layer=0"],
-        "v5_32k SAEs have no location 'mlp_post_act'",
+        "v5_32k family has no SAE at mlp_post_act/0",
     ),
     ("eval", ["sae=file", "sae.path={wide}"], "reads 96-wide inputs but blocks.1.hook_mlp_out"),
     ("eval", ["location=mlp_post_act", *LOCAL_SAE], "reads 64-wide inputs but blocks.1.mlp"),

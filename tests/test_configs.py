@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from saelab.cli import COMMANDS
-from saelab.tasks.common import config_dir
+from saelab.config import config_dir
 
 CONF = Path(config_dir())
 # experiments are named sets of overrides for particular commands
@@ -61,8 +61,8 @@ def test_every_option_composes(command, group, option, tmp_path):
 
 def test_a_task_runs_with_a_composed_config_outside_the_cli(tmp_path):
     """Task functions take a composed config: no Hydra app, output where `paths` says."""
+    from saelab.config import compose as compose_config
     from saelab.tasks import eval as eval_task
-    from saelab.tasks.common import compose as compose_config
 
     overrides = ["experiment=tiny", "logger=none", "data.n_tokens=2048", "evals=[density]"]
     cfg = compose_config("eval", [*overrides, f"paths.output_dir={tmp_path}"])

@@ -110,7 +110,7 @@ def compose(command: str, *overrides: str):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from saelab.tasks.common import config_dir
+    from saelab.config import config_dir
 
     with initialize_config_dir(str(config_dir()), version_base="1.3", job_name=command):
         return hydra_compose(command, overrides=list(overrides))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -127,7 +128,7 @@ def test_joblib_multirun_and_its_summary(tmp_path, checkpoints):
 def test_slurm_launcher_config_composes():
     from hydra import compose, initialize_config_dir
 
-    from saelab.tasks.common import config_dir
+    from saelab.config import config_dir
 
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose(
@@ -137,3 +138,34 @@ def test_slurm_launcher_config_composes():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert launcher.gpus_per_node == 1 and launcher.partition == "gpu"
+
+
+def export_files(directory: Path) -> dict[str, object]:
+    """Every file of an export, parsed (the manifest without its creation time)."""
+    files = {}
+    for path in sorted(directory.rglob("*.json*")):
+        if path.name == "metrics.json":  # the run's, beside a `saelab export` run's export
+            continue
+        raw = path.read_bytes()
+        data = json.loads(gzip.decompress(raw) if path.suffix == ".gz" else raw)
+        if path.name == "manifest.json":
+            data.pop("created")
+        files[str(path.relative_to(directory))] = data
+    return files
+
+
+def test_sweep_with_export_equals_separate_exports(tmp_path, checkpoints):
+    """`export=true`: every SAE's export from the sweep's one pass, file for file equal to a
+    `saelab export` run of that SAE alone on the same tokens."""
+    root = tmp_path / "sweep"
+    chosen = [s for s in SAES if s[0] in ("a", "d")]  # a shared hook's TopK, an MLP's
+    overrides = [arg for arg in sweep_overrides(checkpoints)
+                 if arg == "sae=none" or arg.split(".")[2] in ("a", "d")]  # fmt: skip
+    main(["sweep", *COMMON, *overrides, "export=true", f"hydra.run.dir={root}"])
+    for name, location, layer, _, _ in chosen:
+        alone = tmp_path / f"export-{name}"
+        main(["export", *COMMON, "sae=file", f"sae.path={checkpoints[name]}",
+              f"location={location}", f"layer={layer}", f"hydra.run.dir={alone}"])  # fmt: skip
+        fused = export_files(root / name / location / str(layer) / "export")
+        assert fused.keys() == export_files(alone).keys() and len(fused) > 5
+        assert fused == export_files(alone), name

@@ -388,6 +388,25 @@ def test_training_from_the_activation_cache_matches_training_live(tmp_path, monk
     live, cached, again = (final_weights(runs / name) for name in ("live", "cached", "again"))
     assert torch.allclose(cached.W_dec, live.W_dec, atol=1e-6)
     assert torch.equal(cached.W_dec, again.W_dec)
+    # a cache written for another model or other data is refused, not trained on
+    from tests.test_cli import run_in_process
+
+    for override, field in (("model.seed=1", "model"), ("data=bundled", "data")):
+        line = run_in_process(
+            [*args, "run_name=other", f"train.activation_cache={cache}", override],
+            monkeypatch, tmp_path, capsys,
+        )  # fmt: skip
+        assert f"was written for {field}=" in line and "another train.activation_cache" in line
+
+
+def test_an_activation_cache_that_cannot_be_created_is_one_line(tmp_path, monkeypatch, capsys):
+    from tests.test_cli import run_in_process
+
+    line = run_in_process(
+        [*TRAIN, "layer=0", "train.activation_cache=/proc/saelab_cache"], monkeypatch, tmp_path,
+        capsys,
+    )  # fmt: skip
+    assert "train.activation_cache=/proc/saelab_cache cannot be written" in line
 
 
 def test_ema_weights_are_what_is_saved(tmp_path, monkeypatch):

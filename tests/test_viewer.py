@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from saelab.cli import main
+from saelab.errors import UserError
 from saelab.server import remote
 from saelab.zoo import ZOO_DIR
 from tests.conftest import openai_reference, serving, visit
@@ -164,7 +166,7 @@ def test_prompt_api_matches_openais_formulas_on_hugging_face_activations(server)
         {"Host": f"{host}:{port}", "Content-Type": "application/json"},
     )
     answer = json.loads(conn.getresponse().read())
-    tokenizer = server.prompt.model.tokenizer
+    tokenizer = server.prompt.run.model.tokenizer
     ids = [tokenizer.bos_token_id, *tokenizer(PROMPT, add_special_tokens=False)["input_ids"]]
     assert [t["id"] for t in answer["tokens"]] == ids
     decoded = b"".join(base64.b64decode(t["bytes"]) for t in answer["tokens"][1:])
@@ -181,6 +183,40 @@ def test_prompt_api_matches_openais_formulas_on_hugging_face_activations(server)
         assert set(got) == set(want)
         for j, value in token["latents"]:
             assert value == pytest.approx(row[j].item(), rel=1e-3, abs=1e-3)
+
+
+def test_prompt_view_reads_the_hook_a_saelens_checkpoint_records(tmp_path):
+    """`saelab view DIR sae=auto sae.path=<SAELens dir>` places the SAE as `saelab eval` does
+    (no layer= or location=: the hook its cfg.json records), checked against a plain Hugging
+    Face forward and SAELens's encoder written out; a checkpoint of another model is refused."""
+    from saelab.server.prompt import build_engine
+    from saelab.sources.models import random_hf_gpt2
+    from tests.conftest import TINY_MODEL, TINY_OVERRIDES
+    from tests.test_formats import write_saelens
+
+    directory = write_saelens(tmp_path / "sl", d=64, hook="blocks.1.hook_resid_mid")
+    overrides = ["model=random_gpt2", *TINY_OVERRIDES, "sae=auto"]
+    engine = build_engine([*overrides, f"sae.path={directory}"])
+    assert engine.info["hook"] == "blocks.1.hook_resid_mid"
+    answer = engine(PROMPT)
+    ids = [t["id"] for t in answer["tokens"]]
+    hf = random_hf_gpt2(0, n_ctx=1024, **TINY_MODEL).eval()
+    captured = {}
+    block = hf.transformer.h[1]
+    block.ln_2.register_forward_hook(lambda m, args, out: captured.setdefault("mid", args[0]))
+    with torch.no_grad():
+        hf(torch.tensor([ids]))
+        w = load_file(str(directory / "sae_weights.safetensors"))
+        latents = torch.relu((captured["mid"][0] - w["b_dec"]) @ w["W_enc"] + w["b_enc"])
+    for token, row in zip(answer["tokens"], latents, strict=True):
+        want = sorted(row.nonzero().flatten().tolist(), key=lambda j: -row[j].item())[:12]
+        assert [j for j, _ in token["latents"]] == want
+        for j, value in token["latents"]:
+            assert value == pytest.approx(row[j].item(), rel=1e-4, abs=1e-4)
+
+    other = write_saelens(tmp_path / "other", d=64, model="gpt2")
+    with pytest.raises(UserError, match="trained on 'gpt2' but the model is 'random_gpt2"):
+        build_engine([*overrides, f"sae.path={other}"])
 
 
 # -- the command line -------------------------------------------------------------------------
@@ -328,7 +364,7 @@ def test_prompt_view_lists_latents_for_typed_text(page, server):
     page.click("#prompt-run")
     page.wait_for_selector(".prompt-table")
     rows = page.locator(".prompt-table tbody tr")
-    tokenizer = server.prompt.model.tokenizer
+    tokenizer = server.prompt.run.model.tokenizer
     assert rows.count() == 1 + len(tokenizer(PROMPT, add_special_tokens=False)["input_ids"])
     assert "excluded" in rows.nth(0).inner_text()
     for i in range(1, rows.count()):

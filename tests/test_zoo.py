@@ -9,6 +9,7 @@ from transformers import AutoTokenizer, GPT2LMHeadModel
 from saelab.cli import main
 from saelab.data.tokens import Bundled, TokenDataModule
 from saelab.errors import UserError
+from saelab.sources.places import Place
 from saelab.zoo import ZOO_DIR, sae_path
 from tests.conftest import openai_reference
 
@@ -46,9 +47,9 @@ def test_bundled_saes_are_useful():
 
 def test_missing_bundled_sae_is_a_clear_error():
     with pytest.raises(UserError, match="bundled: "):
-        sae_path("tiny", "topk", "mlp_post_act", 0)
+        sae_path("tiny", "topk", Place("mlp_post_act", 0))
     with pytest.raises(UserError, match="no bundled SAE family"):
-        sae_path("tiny", "v9", "resid_post_mlp", 0)
+        sae_path("tiny", "v9", Place("resid_post_mlp", 0))
 
 
 def test_nmse_recomputed_from_the_raw_checkpoint_and_hugging_face(tmp_path):
@@ -73,7 +74,7 @@ def test_nmse_recomputed_from_the_raw_checkpoint_and_hugging_face(tmp_path):
     with torch.no_grad():
         hidden = model(data.tokens, output_hidden_states=True).hidden_states
     x = hidden[3][:, 1:].reshape(-1, hidden[3].shape[-1])  # after block 2, first position out
-    state_dict = torch.load(sae_path("tiny", "topk", "resid_post_mlp", 2), weights_only=True)
+    state_dict = torch.load(sae_path("tiny", "topk", Place("resid_post_mlp", 2)), weights_only=True)
     _, recons = openai_reference(state_dict, x)
     nmse = ((recons - x).pow(2).sum(-1) / x.pow(2).sum(-1)).mean().item()
     assert len(x) == 128 * 63

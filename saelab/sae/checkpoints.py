@@ -93,6 +93,7 @@ class Source:
         return None
 
     def load(self, place: Place | None = None) -> Checkpoint:
+        """The checkpoint at `place`, one of `covers()` (None for a single checkpoint)."""
         raise NotImplementedError
 
 
@@ -129,7 +130,6 @@ class Release(Source):
         return release.FAMILIES[self.family].places()
 
     def load(self, place: Place | None = None) -> Checkpoint:
-        place = place or DEFAULT
         url = release.FAMILIES[self.family].url(place.location, place.layer)
         checkpoint = load(path=url, cache_dir=self.cache_dir)
         checkpoint.family = self.family

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from saelab.errors import UserError
+from saelab.evals.results import SUMMARY_KEYS
 from saelab.server.files import inside, json_inside
 
 ATOM_FILE = re.compile(r"^(\d+)\.json$")  # OpenAI's `<atom>.json` FeatureInfo files
@@ -78,20 +79,12 @@ def open_run(index: int, directory: str | Path) -> Run:
 
 
 # -- evaluation results: rows for the runs dashboard -------------------------------------------
-ROW_KEYS = ("model", "hook", "layer", "location", "sae_source", "sae_k", "n_tokens")
-
-
-def family_of(run: str, sae_source: Any) -> str:
-    """The SAE family: the sweep folder's first part (`<family>/<location>/<layer>`), else the
-    folder above the location in a zoo or local path (`.../saes/<family>/<location>/<n>.pt`),
-    else the file or URL's last part."""
-    parts = [p for p in run.split("/") if p]
-    if len(parts) == 3:
-        return parts[0]
-    source = str(sae_source or "").rstrip("/")
-    pieces = [p for p in re.split(r"[/\\]", source) if p]
-    if len(pieces) >= 3 and "saes" in pieces[:-2]:
-        return pieces[pieces.index("saes") + 1]
+def family(row: dict[str, Any]) -> str:
+    """The SAE family its run recorded (`sae_family`: OpenAI's family, the zoo family, the
+    sweep entry's name), else the name of the file or URL it was loaded from."""
+    if row.get("sae_family"):
+        return str(row["sae_family"])
+    pieces = [p for p in re.split(r"[/\\]", str(row.get("sae_source") or "")) if p]
     return pieces[-1] if pieces else "sae"
 
 
@@ -99,7 +92,7 @@ def row_from_metrics(run: str, data: Any) -> dict[str, Any] | None:
     if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
         return None
     provenance = data.get("provenance") if isinstance(data.get("provenance"), dict) else {}
-    row: dict[str, Any] = {"run": run, **{k: provenance.get(k) for k in ROW_KEYS}}
+    row: dict[str, Any] = {"run": run, **{k: provenance.get(k) for k in SUMMARY_KEYS}}
     row.update({k: v for k, v in data["metrics"].items() if isinstance(v, (int, float))})
     row["sae_sha256"] = provenance.get("sae_sha256")
     return row
@@ -132,7 +125,7 @@ def result_rows(root: Path) -> list[dict[str, Any]]:
             if row is not None:
                 rows.append(row)
     for row in rows:
-        row["family"] = family_of(row["run"], row.get("sae_source"))
+        row["family"] = family(row)
         row["has_export"] = json_inside(root, row["run"], "export", "manifest.json") is not None
     return rows
 
