@@ -7,6 +7,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -14,6 +15,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from saelab.config import compose, config_dir
 from saelab.errors import UserError, exit_with
+from saelab.tasks.checks import RUN_RULES, apply, check_writable
 from saelab.tasks.common import close_loggers
 
 # command -> (module with `run(cfg)`, one-line description); each has conf/<command>.yaml
@@ -58,6 +60,9 @@ def user_errors_exit_2(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig
             exit_with(UserError(f"{error.full_key} needs a value: add {error.full_key}=..."))
         except UserError as error:
             exit_with(error)
+        except KeyboardInterrupt:  # files are written atomically: nothing half-done is kept
+            print("saelab: interrupted; rerun with resume=true to carry on", file=sys.stderr)
+            raise SystemExit(130) from None
         finally:
             close_loggers()
 
@@ -108,7 +113,9 @@ def main(argv: list[str] | None = None) -> None:
         )
     if not any(arg.startswith("-") for arg in overrides):  # Hydra's own flags, -m sweeps
         try:
-            compose(command, overrides)
+            cfg = compose(command, overrides, hydra=True)
+            apply(cfg, RUN_RULES)  # before Hydra makes the run folder from run_name
+            check_writable(Path(cfg.hydra.run.dir), "hydra.run.dir")
         except UserError as error:
             exit_with(error)
     # a library-internal deprecation inside Lightning, not something users can act on

@@ -21,9 +21,10 @@ def config_dir() -> Path:
     return packaged if packaged.is_dir() else package.parent / "conf"
 
 
-def compose(command: str, overrides: list[str]) -> DictConfig:
-    """`conf/<command>.yaml` with `overrides`, outside a Hydra app; a wrong override is a
-    `UserError` (one line), like other bad input."""
+def compose(command: str, overrides: list[str], hydra: bool = False) -> DictConfig:
+    """`conf/<command>.yaml` with `overrides`, outside a Hydra app (with `hydra`, Hydra's own
+    node too: run directories); a wrong override is a `UserError` (one line), like other bad
+    input."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
@@ -31,8 +32,9 @@ def compose(command: str, overrides: list[str]) -> DictConfig:
 
     try:
         with initialize_config_dir(str(config_dir()), version_base="1.3", job_name=command):
-            return hydra_compose(command, overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as error:
+            return hydra_compose(command, overrides=overrides, return_hydra_config=hydra)
+    except (HydraException, OmegaConfBaseException, ValueError) as error:  # ValueError: an
+        # override Hydra cannot parse as its group's type, e.g. evals=5
         text = str(error).split("Config search path")[0]
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         lines = [line for line in lines if "HYDRA_FULL_ERROR" not in line]

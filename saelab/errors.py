@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 OFFLINE_HINT = (
@@ -17,6 +18,13 @@ class UserError(Exception):
 def first_line(error: BaseException, limit: int = 120) -> str:
     """The gist of a library's exception, short enough for a one-line message."""
     return (str(error).splitlines() or [type(error).__name__])[0][:limit]
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for the plain-argument tools: a bad argument is one line and exit 2."""
+
+    def error(self, message: str) -> None:
+        exit_with(UserError(f"{self.prog}: {message} ({self.prog} --help)"))
 
 
 def exit_with(error: UserError) -> None:

@@ -11,14 +11,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from saelab.errors import UserError, first_line
+
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temp path beside `path` to write (e.g. a memory map), renamed to `path` when the block
     succeeds and removed when it fails."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    except OSError as error:  # a read-only or missing place, a file where a folder should be
+        raise UserError(
+            f"cannot write {path}: {error.strerror or first_line(error)}; choose a writable place"
+        ) from None
     os.close(fd)
     try:
         yield Path(tmp)

@@ -176,11 +176,27 @@ def bad_files(tmp_path: Path, topk_checkpoint: Path) -> dict[str, Path]:
     files["latin1"].write_bytes("Ein Café in Köln".encode("latin-1"))
     files["a_file"] = tmp_path / "a_file"
     files["a_file"].write_text("")
+    for name, change in (
+        ("int_encoder", lambda sd: sd.update({"encoder.weight": sd["encoder.weight"].long()})),
+        ("string_k", lambda sd: sd["activation_state_dict"].update(k="8")),
+        ("flat_encoder", lambda sd: sd.update({"encoder.weight": torch.zeros(64)})),
+    ):
+        state = openai_state_dict(256, 64, k=8)
+        change(state)
+        files[name] = tmp_path / f"{name}.pt"
+        torch.save(state, files[name])
+    files["no_weights"] = tmp_path / "saelens_without_weights"
+    files["no_weights"].mkdir()
+    (files["no_weights"] / "cfg.json").write_text('{"d_in": 64, "d_sae": 256}')
+    checkpoints = tmp_path / "logs" / "train" / "runs" / "broken" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "last.ckpt").write_bytes(b"PK\x03\x04 truncated")
     return files
 
 
 LOCAL_SAE = ["sae=file", "sae.path={topk}"]
 EVAL = ["eval", "model=random_gpt2", *FAST, "layer=1", "logger=none"]
+SWEEP = ["sweep", "model=random_gpt2", *FAST, "logger=none", "sae=none"]
 TRAIN = [
     "train",
     "model=random_gpt2",
@@ -229,6 +245,18 @@ BAD_INPUTS = [
     ("eval", [*LOCAL_SAE, "data.n_tokens=-5"], "data.n_tokens=-5 must be a positive integer"),
     ("eval", [*LOCAL_SAE, "+evals.mine={{}}"], "unknown eval plugin 'mine'"),
     ("eval", [*LOCAL_SAE, "+evals.mine._target_=builtins.dict"], "not an EvalPlugin"),
+    ("eval", ["sae=file", "sae.path={int_encoder}"], "encoder.weight: dtype torch.int64"),
+    ("eval", ["sae=file", "sae.path={string_k}"], "TopK k='8' must be an integer from 1"),
+    ("eval", ["sae=file", "sae.path={flat_encoder}"], "encoder.weight has shape \\(64,\\)"),
+    ("eval", ["sae=saelens", "sae.path={no_weights}"], "not in SAELens's format .*missing"),
+    ("eval", [*LOCAL_SAE, "seed=abc"], "seed=abc must be an integer"),
+    ("eval", [*LOCAL_SAE, "evals=5"], "Config group override must be a string or a list"),
+    ("eval", [*LOCAL_SAE, "run_name=../../x"], "run_name=../../x must be a folder name"),
+    ("eval", [*LOCAL_SAE, "run_name=/abs"], "run_name=/abs must be a folder name"),
+    ("eval", [*LOCAL_SAE, "hydra.run.dir=/proc/x"], "hydra.run.dir=/proc/x cannot be written"),
+    ("eval", [*LOCAL_SAE, "data.n_tokens=10000000000"], "needs about 74.5 GiB of memory"),
+    ("sweep", ["sweep.memory_budget=abc"], "sweep.memory_budget=abc must be a positive number"),
+    ("sweep", ["seed=abc"], "seed=abc must be an integer"),
     ("train", ["recipe.k=0"], "recipe.k=0 must be an integer from 1 to recipe.n_latents=256"),
     ("train", ["recipe.k=300"], "recipe.k=300 must be an integer from 1 to recipe.n_latents=256"),
     ("train", ["recipe.n_latents=0"], "recipe.n_latents=0 must be a positive integer"),
@@ -249,6 +277,8 @@ BAD_INPUTS = [
     ("train", ["ckpt_path={topk}"], "is not a training checkpoint \\(an SAE file\\?"),
     ("train", ["ckpt_path={tmp}/missing.ckpt"], "ckpt_path=.*missing.ckpt does not exist"),
     ("train", ["run_name=fresh", "resume=true"], "resume=true but there is no"),
+    ("train", ["run_name=broken", "resume=true"], "last.ckpt is not a training checkpoint"),
+    ("train", ["recipe.n_latents=2000000000"], "recipe.n_latents=2000000000 needs about"),
     (
         "train",
         ["train.activation_cache={a_file}/cache"],
@@ -269,7 +299,7 @@ BAD_INPUTS = [
 def test_bad_inputs_exit_2_with_one_clear_line(
     command, overrides, expected, bad_files, monkeypatch, tmp_path, capsys
 ):
-    base = EVAL if command == "eval" else TRAIN
+    base = {"eval": EVAL, "train": TRAIN, "sweep": SWEEP}[command]
     args = [*base, *(arg.format(**bad_files) for arg in overrides)]
     line = run_in_process(args, monkeypatch, tmp_path, capsys)
     assert re.search(expected, line), (overrides, line)
@@ -369,3 +399,21 @@ def test_a_real_training_checkpoint_passes_the_checkpoint_check(monkeypatch, tmp
     # and a run continued from it with ckpt_path= gets past the check and finishes
     main([*args, "run_name=second", f"ckpt_path={checkpoints / 'last.ckpt'}"])
     assert (tmp_path / "logs" / "train" / "runs" / "second" / "train.json").is_file()
+
+
+def test_ctrl_c_while_writing_is_one_line_and_leaves_nothing_complete(
+    monkeypatch, tmp_path, capsys, topk_checkpoint
+):
+    from saelab.evals import results
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(results, "save", interrupted)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main([*EVAL, "sae=file", f"sae.path={topk_checkpoint}", "evals=[reconstruction]"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 130 and "Traceback" not in err
+    assert "saelab: interrupted; rerun with resume=true" in err
+    assert not list(tmp_path.rglob("metrics.json"))

@@ -526,6 +526,8 @@ def test_bad_convert_inputs_exit_2_with_one_clear_line(monkeypatch, tmp_path, ca
         ([str(tmp_path / "none.pt"), str(tmp_path / "x"), "--to", "saelab"], "not found"),
         ([str(gemma), str(tmp_path / "x"), "--to", "saelab", "--from", "saelens"],
          "it looks like Gemma Scope's"),
+        ([str(gemma), str(gemma), "--to", "saelab"], "params.npz exists; give a new path"),
+        ([str(gemma), "/proc/saelab_out", "--to", "saelab"], "cannot write /proc/saelab_out"),
     ]
     for args, expected in cases:
         line = run_in_process(["convert", *args], monkeypatch, tmp_path, capsys)

@@ -78,12 +78,16 @@ def test_memory_budget_splits_the_pass_and_resume_redoes_only_what_is_missing(
     first = {p: p.stat().st_mtime_ns for p in root.rglob("metrics.json")}
     unfinished = root / "c" / "resid_post_attn" / "0" / "metrics.json"
     expected = metrics(unfinished)
-    unfinished.unlink()  # as if the sweep had been killed before writing it
+    # as if the sweep had been killed while writing it: a truncated file, a stale temp file
+    unfinished.write_text(unfinished.read_text()[:40])
+    stale = unfinished.parent / ".config.yaml.abc123.partial"
+    stale.write_text("half")
 
     main([*args, "resume=true"])
     out = capsys.readouterr().out
     assert "3 of 4 SAEs are complete, skipped" in out and "evaluated 1 SAE(s)" in out
     assert metrics(unfinished) == pytest.approx(expected)
+    assert not stale.exists()
     for path, mtime in first.items():
         if path != unfinished:
             assert path.stat().st_mtime_ns == mtime, path
@@ -108,6 +112,11 @@ def test_eval_resume_skips_a_complete_run(tmp_path, checkpoints, capsys):
     main([*run, "resume=true"])
     assert "is complete, skipped" in capsys.readouterr().out
     assert (tmp_path / "metrics.json").stat().st_mtime_ns == mtime
+    full = (tmp_path / "metrics.json").read_text()
+    (tmp_path / "metrics.json").write_text(full[: len(full) // 2])  # killed mid-write
+    main([*run, "resume=true"])
+    assert "is complete" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "metrics.json").read_text())["metrics"]
 
 
 def test_joblib_multirun_and_its_summary(tmp_path, checkpoints):

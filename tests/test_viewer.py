@@ -236,12 +236,16 @@ def busy_port() -> socket.socket:
         (["{tmp}/bad_manifest"], "not valid JSON"),
         (["{oai}", "--port", "{busy}"], "is in use"),
         (["{oai}", "experiment=nope"], "experiment"),
+        (["{oai}", "--port", "70000"], "'70000' is not a port"),
+        (["{tmp}/list_manifest"], "is not a saelab export manifest"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, dirs, capsys):
     (tmp_path / "partial" / "latents").mkdir(parents=True)
     (tmp_path / "bad_manifest").mkdir()
     (tmp_path / "bad_manifest" / "manifest.json").write_text("{")
+    (tmp_path / "list_manifest").mkdir()
+    (tmp_path / "list_manifest" / "manifest.json").write_text("[1, 2]")
     sock = busy_port()
     fill = {"tmp": tmp_path, "oai": dirs["openai"], "busy": sock.getsockname()[1]}
     with pytest.raises(SystemExit) as exit_info:

@@ -7,6 +7,7 @@ entry point in the `saelab.evals` group, by its name (`+evals.mine={}`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -28,6 +29,8 @@ def build_plugins(configs: dict[str, Any]) -> dict[str, EvalPlugin]:
     """Instantiate each configured plugin; `_target_` wins, else the entry point of that name."""
     if not configs:
         raise UserError("no evaluation plugins selected: e.g. evals=[reconstruction,density]")
+    if not isinstance(configs, Mapping):
+        raise UserError(f"evals={configs} must name plugins: e.g. evals=[reconstruction,density]")
     plugins = {}
     for name, config in configs.items():
         config = dict(config or {})

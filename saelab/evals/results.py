@@ -47,6 +47,17 @@ def provenance(run: RunContext, n_tokens: int, **timing: Any) -> dict[str, Any]:
     }
 
 
+def completed(run_dir: Path) -> dict[str, Any] | None:
+    """The metrics of a complete run (its `metrics.json`, written last), or None: a file that
+    is missing, truncated or not a metrics record means the run must be done again."""
+    try:
+        record = json.loads((Path(run_dir) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(record, dict) and isinstance(record.get("metrics"), dict)
+    return record["metrics"] if ok else None
+
+
 def save(
     out_dir: Path,
     cfg: DictConfig,
@@ -94,9 +105,13 @@ def write_summary(root: Path) -> list[dict[str, Any]]:
     with metrics.json), its place, SAE and every scalar metric. Returns the rows."""
     rows = []
     for path in sorted(Path(root).rglob("metrics.json")):
-        record = json.loads(path.read_text())
+        try:
+            record = json.loads(path.read_text())
+            provenance = dict(record["provenance"])
+        except (OSError, ValueError, KeyError, TypeError):  # an unfinished run: not a row
+            continue
         row = {"run": str(path.parent.relative_to(root))}
-        row.update({k: record["provenance"].get(k) for k in SUMMARY_KEYS})
+        row.update({k: provenance.get(k) for k in SUMMARY_KEYS})
         row.update(record["metrics"])
         rows.append(row)
     if rows:

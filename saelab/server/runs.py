@@ -58,7 +58,9 @@ def open_run(index: int, directory: str | Path) -> Run:
             data = json.loads(manifest.read_text())
         except (OSError, ValueError) as error:
             raise UserError(f"{manifest} is not valid JSON ({error})") from None
-        if not str(data.get("schema", "")).startswith("saelab-export/"):
+        if not isinstance(data, dict) or not str(data.get("schema", "")).startswith(
+            "saelab-export/"
+        ):
             raise UserError(f"{manifest} is not a saelab export manifest (no saelab-export schema)")
         return Run(index, path, "export", manifest=data)
     if (path / "sweep.json").is_file() or (path / "metrics.json").is_file():

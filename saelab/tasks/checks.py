@@ -13,13 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from saelab.data.activations import MANIFEST
 from saelab.errors import UserError, first_line
 from saelab.sae.autoencoder import check_k
 from saelab.sources.places import check_location
+from saelab.train.loop import check_training_checkpoint
 
 
 def _int(value: Any) -> bool:
@@ -30,10 +30,30 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _positive_number(value: Any) -> bool:
+    """A number > 0, or its text (YAML reads `4e9` as a string)."""
+    try:
+        return not isinstance(value, bool) and float(value) > 0
+    except (TypeError, ValueError):
+        return False
+
+
+def _folder_name(value: Any) -> bool:
+    """A name that stays inside the folder it is joined to: relative, no `..` part."""
+    parts = Path(str(value)).parts
+    return value is not None and not Path(str(value)).is_absolute() and ".." not in parts
+
+
+TOKEN_BYTES = 8  # a token id in memory (int64)
 POSITIVE_INT = ("a positive integer", lambda v: _int(v) and v > 0)
 NON_NEGATIVE_INT = ("an integer >= 0 (0: off)", lambda v: _int(v) and v >= 0)
 Rule = tuple[str, tuple[str, Callable[[Any], bool]], str]  # key, (requirement, test), example
 
+RUN_RULES: list[Rule] = [
+    ("seed", ("an integer", _int), "0"),
+    ("run_name", ("a folder name inside logs/<command>/runs (no '..', not absolute)",
+                  _folder_name), "my_run"),
+]  # fmt: skip
 DATA_RULES: list[Rule] = [
     ("data.n_tokens", POSITIVE_INT, "1048576"),
     ("data.n_ctx", ("an integer >= 2 (BOS and one token)", lambda v: _int(v) and v >= 2), "64"),
@@ -60,6 +80,16 @@ TRAIN_RULES: list[Rule] = [
 ]
 
 
+def check_fits(n_bytes: float, what: str) -> None:
+    """Memory that a setting implies, checked against the machine's before it is allocated."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if n_bytes > total:
+        raise UserError(
+            f"{what} needs about {n_bytes / 2**30:,.1f} GiB of memory; this machine has "
+            f"{total / 2**30:,.1f} GiB: choose a smaller value"
+        )
+
+
 def apply(cfg: DictConfig, rules: list[Rule]) -> None:
     for key, (requirement, test), example in rules:
         value = OmegaConf.select(cfg, key)
@@ -74,12 +104,28 @@ def check_eval(cfg: DictConfig) -> None:
         check_location(cfg.location)
     if cfg.layer is not None and not _int(cfg.layer):
         raise UserError(f"layer must be an integer, got layer={cfg.layer!r}")
-    apply(cfg, DATA_RULES)
+    apply(cfg, RUN_RULES + DATA_RULES)
+    check_fits(cfg.data.n_tokens * TOKEN_BYTES, f"data.n_tokens={cfg.data.n_tokens}")
+    export = cfg.get("export")
+    if isinstance(export, DictConfig) and not _folder_name(export.get("subdir", "")):
+        raise UserError(
+            f"export.subdir={export.subdir} must stay inside the run folder (no '..', not "
+            "absolute): e.g. export.subdir=export"
+        )
+
+
+def check_sweep(cfg: DictConfig) -> None:
+    """Everything `saelab sweep` can check before the model loads."""
+    apply(cfg, RUN_RULES + DATA_RULES)
+    check_fits(cfg.data.n_tokens * TOKEN_BYTES, f"data.n_tokens={cfg.data.n_tokens}")
+    budget = ("a positive number of bytes", _positive_number)
+    apply(cfg, [("sweep.memory_budget", budget, "4e9")])
 
 
 def check_train(cfg: DictConfig) -> None:
     """Everything `saelab train` can check before the model loads."""
-    apply(cfg, DATA_RULES + TRAIN_RULES)
+    apply(cfg, RUN_RULES + DATA_RULES + TRAIN_RULES)
+    check_fits(cfg.train.n_tokens * TOKEN_BYTES, f"train.n_tokens={cfg.train.n_tokens}")
     if cfg.train.n_tokens < cfg.train.batch_size:
         raise UserError(
             f"train.n_tokens={cfg.train.n_tokens} is less than one batch "
@@ -95,34 +141,16 @@ def check_train(cfg: DictConfig) -> None:
         check_writable_cache(Path(cfg.train.activation_cache))
 
 
-def check_training_checkpoint(path: Path) -> None:
-    """A `.ckpt` written by `saelab train` (Lightning's format), loaded as Lightning will load
-    it (`weights_only`), memory-mapped so that checking costs no copy of the weights."""
-    if not path.is_file():
-        raise UserError(f"ckpt_path={path} does not exist")
-    hint = (
-        "pass a .ckpt from logs/train/runs/<run_name>/checkpoints, or run_name=<run_name> "
-        "resume=true"
-    )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:  # not a zip archive, not a pickle, a foreign type: all the same
-        raise UserError(
-            f"ckpt_path={path} is not a training checkpoint ({first_line(error, 100)}); {hint}"
-        ) from None
-    if not (isinstance(checkpoint, dict) and {"state_dict", "global_step"} <= checkpoint.keys()):
-        raise UserError(
-            f"ckpt_path={path} is not a training checkpoint (an SAE file? those are for "
-            f"saelab eval sae=file); {hint}"
-        )
-
-
 def check_writable_cache(directory: Path) -> None:
-    """A complete cache only needs reading; otherwise the nearest folder that exists at or
-    above it must be a directory in which a folder can be made (tried and removed: the
-    permission bits alone pass e.g. /proc for root)."""
-    if (directory / MANIFEST).is_file():
-        return
+    """A complete cache only needs reading; otherwise it must be writable."""
+    if not (directory / MANIFEST).is_file():
+        check_writable(directory, "train.activation_cache")
+
+
+def check_writable(directory: Path, key: str) -> None:
+    """The nearest folder that exists at or above `directory` must be a directory in which a
+    folder can be made (tried and removed: the permission bits alone pass e.g. /proc for
+    root)."""
     existing = next(p for p in (directory, *directory.parents) if p.exists())
     if not existing.is_dir():
         reason = f"{existing} is not a directory"
@@ -132,7 +160,4 @@ def check_writable_cache(directory: Path) -> None:
             return
         except OSError as error:
             reason = f"{existing}: {error.strerror or first_line(error)}"
-    raise UserError(
-        f"train.activation_cache={directory} cannot be written: {reason}; "
-        "choose a writable directory"
-    )
+    raise UserError(f"{key}={directory} cannot be written: {reason}; choose a writable directory")

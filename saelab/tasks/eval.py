@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -26,12 +25,11 @@ from saelab.tasks.common import logger as task_logger
 def run(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     out_dir = output_dir(cfg)
-    done = out_dir / "metrics.json"  # written last: its presence means the run completed
-    if cfg.resume and done.is_file():
+    if cfg.resume and (done := results_io.completed(out_dir)) is not None:
         print(f"resume: {out_dir} is complete, skipped")
-        return json.loads(done.read_text())["metrics"]
-    L.seed_everything(cfg.seed, verbose=False)
+        return done
     check_eval(cfg)
+    L.seed_everything(cfg.seed, verbose=False)
     source = build(cfg.sae)
     model: ModelSource = build(cfg.model)
     place, checkpoint = locate(source, model, cfg.layer, cfg.location)

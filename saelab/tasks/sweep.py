@@ -28,6 +28,7 @@ from saelab.formats.base import Checkpoint
 from saelab.sae.checkpoints import Source, places
 from saelab.sources.models import ModelSource
 from saelab.sources.places import Place
+from saelab.tasks.checks import check_sweep
 from saelab.tasks.common import close_loggers, output_dir
 from saelab.tasks.common import logger as task_logger
 from saelab.tasks.eval import eval_plugins
@@ -102,11 +103,15 @@ def groups(
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    check_sweep(cfg)
     L.seed_everything(cfg.seed, verbose=False)
     out_dir = output_dir(cfg)
     model: ModelSource = build(cfg.model)
     every = entries(cfg, model)
-    todo = [e for e in every if not (out_dir / e.name / "metrics.json").is_file()]
+    todo = [e for e in every if results_io.completed(out_dir / e.name) is None]
+    if cfg.resume:
+        for stale in out_dir.rglob(".*.partial"):  # temp files of a killed run's writes
+            stale.unlink(missing_ok=True)
     if cfg.resume and len(todo) < len(every):
         print(f"resume: {len(every) - len(todo)} of {len(every)} SAEs are complete, skipped")
     elif not cfg.resume:

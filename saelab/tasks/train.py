@@ -22,7 +22,7 @@ from saelab.formats import save_sae
 from saelab.io import write_json
 from saelab.sources.models import ModelSource
 from saelab.sources.places import Place, check_layers, select
-from saelab.tasks.checks import check_train
+from saelab.tasks.checks import check_fits, check_train
 from saelab.tasks.common import logger as task_logger
 from saelab.tasks.common import output_dir
 from saelab.train.loop import AtomicCheckpointIO, TrainData, resume_from
@@ -95,6 +95,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     model: ModelSource = build(cfg.model)
     places = places_for(cfg, model)
     hooks = {place.hook: place.layer for place in places}
+    # each SAE's two [n_latents, width] matrices in fp32, with their gradients and Adam's two
+    widths = sum(model.width(hook) for hook in hooks)
+    n_latents = cfg.recipe.n_latents
+    check_fits(n_latents * widths * 2 * 4 * 4, f"recipe.n_latents={n_latents}")
     recipe: Recipe = build(cfg.recipe)
     out_dir = output_dir(cfg)
 

@@ -12,7 +12,7 @@ import sys
 import webbrowser
 from pathlib import Path
 
-from saelab.errors import UserError, exit_with
+from saelab.errors import ArgumentParser, UserError, exit_with
 
 DESCRIPTION = """Serve the viewer on 127.0.0.1 and open it in the browser.
 DIR: an export written by `saelab export`, a directory of OpenAI's viewer files
@@ -22,10 +22,17 @@ experiment=tiny (or model=... sae=... layer=... location=...) load a model and S
 prompt view. Ctrl-C stops the server."""
 
 
+def port(text: str) -> int:
+    value = int(text) if text.isdigit() else -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535; 0: a free one)")
+    return value
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="saelab view", description=DESCRIPTION)
+    parser = ArgumentParser(prog="saelab view", description=DESCRIPTION)
     parser.add_argument("paths", nargs="*", metavar="DIR|OVERRIDE")
-    parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    parser.add_argument("--port", type=port, default=0, help="port (default: a free one)")
     parser.add_argument(
         "--host",
         default="127.0.0.1",

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from saelab.data.activations import BufferedStream
 from saelab.data.tokens import TokenDataModule
-from saelab.errors import UserError
+from saelab.errors import UserError, first_line
 from saelab.io import atomic_write
 
 
@@ -55,5 +55,29 @@ def resume_from(checkpoints: Path, ckpt_path: str | None, resume: bool) -> str |
                 f"resume=true but there is no {checkpoints / 'last.ckpt'}: pass the run_name= "
                 "of the run to resume, or ckpt_path=<file>"
             )
-        return str(max(saved, key=lambda path: path.stat().st_mtime_ns))
+        newest = max(saved, key=lambda path: path.stat().st_mtime_ns)
+        check_training_checkpoint(newest)  # a damaged file: one line, not a resumed mess
+        return str(newest)
     return None
+
+
+def check_training_checkpoint(path: Path) -> None:
+    """A `.ckpt` written by `saelab train` (Lightning's format), loaded as Lightning will load
+    it (`weights_only`), memory-mapped so that checking costs no copy of the weights."""
+    if not path.is_file():
+        raise UserError(f"ckpt_path={path} does not exist")
+    hint = (
+        "pass a .ckpt from logs/train/runs/<run_name>/checkpoints, or run_name=<run_name> "
+        "resume=true"
+    )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # not a zip archive, not a pickle, a foreign type: all the same
+        raise UserError(
+            f"ckpt_path={path} is not a training checkpoint ({first_line(error, 100)}); {hint}"
+        ) from None
+    if not (isinstance(checkpoint, dict) and {"state_dict", "global_step"} <= checkpoint.keys()):
+        raise UserError(
+            f"ckpt_path={path} is not a training checkpoint (an SAE file? those are for "
+            f"saelab eval sae=file); {hint}"
+        )
