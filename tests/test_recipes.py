@@ -351,3 +351,75 @@ def test_bad_recipe_values_are_one_clear_line(recipe, overrides, expected):
 @pytest.mark.parametrize("recipe", ["batchtopk", "matryoshka", "multi_topk", "jumprelu"])
 def test_default_recipes_pass_the_checks(recipe):
     check_train(compose("train", [f"recipe={recipe}", "recipe.n_latents=256"]))
+
+
+# -- BatchTopK on two processes --------------------------------------------------------------
+def ddp_case():
+    """An SAE and a batch of 16 tokens whose first half has larger activations, so a per-rank
+    choice (k x 8 on each half) would differ from the batch's."""
+    recipe = BatchTopK(n_latents=32, k=4, threshold_lr=0.5, dead_tokens=10**9, normalize=False)
+    sae = random_sae(recipe, 8, seed=10)
+    x = torch.randn(16, 8, generator=torch.Generator().manual_seed(10))
+    x[:8] *= 3
+    return recipe, sae, x
+
+
+def ddp_step(recipe, sae, x) -> dict[str, torch.Tensor]:
+    """One step as `SAETraining` takes it (firing counts reduced over ranks), then gradients
+    averaged over ranks as DDP does."""
+    from saelab.train.module import SAETraining
+
+    out = recipe.loss(sae, x, 2.0, SAETraining.record_firing)
+    out.loss.backward()
+    grads = {name: p.grad.clone() for name, p in sae.named_parameters() if p.grad is not None}
+    if torch.distributed.is_initialized():
+        for grad in grads.values():
+            torch.distributed.all_reduce(grad)
+            grad /= torch.distributed.get_world_size()
+    return {
+        **grads,
+        "threshold": sae.threshold.detach().clone(),
+        "stats_last_nonzero": sae.stats_last_nonzero.clone(),
+        "mse": out.logs["mse"],
+    }
+
+
+def ddp_rank(rank: int, port: int, out_dir: str) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        recipe, sae, x = ddp_case()
+        result = ddp_step(recipe, sae, x[rank * 8 : (rank + 1) * 8])
+        torch.save(result, f"{out_dir}/rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_batchtopk_on_two_processes_equals_one(tmp_path):
+    """The selection is across the global batch: two gloo ranks with 8 tokens each choose,
+    update the threshold and the firing statistics, and (averaged) get the gradients of one
+    process on all 16 tokens. AuxK is normalised per rank, as TopK's is (not exercised here:
+    no latent is dead)."""
+    import socket
+
+    recipe, sae, x = ddp_case()
+    latents = batch_selection(pre_activations(sae, x), 4)
+    assert sum(a > 0 for row in latents[:8] for a in row) != 4 * 8, "per rank would differ"
+    one = ddp_step(recipe, sae, x)
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(ddp_rank, args=(port, str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+
+    for name in ("W_enc", "W_dec", "pre_bias", "latent_bias"):
+        for rank in ranks:
+            assert torch.allclose(rank[name], one[name], rtol=1e-5, atol=1e-7), name
+    for rank in ranks:
+        assert torch.equal(rank["threshold"], one["threshold"])
+        assert torch.equal(rank["stats_last_nonzero"], one["stats_last_nonzero"])
+    halves = (ranks[0]["mse"] + ranks[1]["mse"]) / 2  # equal halves: the mean of the means
+    assert halves.item() == pytest.approx(one["mse"].item(), rel=1e-5)
