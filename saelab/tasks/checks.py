@@ -109,17 +109,17 @@ def check_train(cfg: DictConfig) -> None:
                 f"recipe.k={k} must be an integer from 1 to recipe.n_latents={n_latents} (the "
                 "latents kept per token): e.g. recipe.k=32"
             )
-    check_recipe(cfg.recipe)
+    check_recipe(cfg)
     if cfg.get("ckpt_path"):
         check_training_checkpoint(Path(cfg.ckpt_path))
     if cfg.train.activation_cache:
         check_writable_cache(Path(cfg.train.activation_cache))
 
 
-def check_recipe(recipe: DictConfig) -> None:
+def check_recipe(cfg: DictConfig) -> None:
     """The keys that only some recipes have (after `recipe.k` and `recipe.n_latents`)."""
-    apply(OmegaConf.create({"recipe": recipe}), RECIPE_RULES, present_only=True)
-    n_latents = recipe.n_latents
+    apply(cfg, RECIPE_RULES, present_only=True)
+    recipe, n_latents = cfg.recipe, cfg.recipe.n_latents
     if "multiple" in recipe and recipe.k * recipe.multiple > n_latents:
         raise UserError(
             f"recipe.k={recipe.k} x recipe.multiple={recipe.multiple} must be at most "
@@ -127,7 +127,7 @@ def check_recipe(recipe: DictConfig) -> None:
         )
     groups = recipe.get("group_sizes")
     if groups is not None:
-        groups = list(groups)
+        groups = list(groups) if OmegaConf.is_list(groups) else [groups]
         if not (all(_int(g) and g > 0 for g in groups) and sum(groups) == n_latents):
             raise UserError(
                 f"recipe.group_sizes={groups} must be positive integers summing to "
