@@ -117,6 +117,12 @@ def test_batchtopk_keeps_only_positive_values_and_holds_its_threshold_when_none_
     recipe.loss(sae, x, 1.0)
     assert sae.threshold[0].item() == pytest.approx(0.5 * 0.2 + 0.5 * smallest, rel=1e-6)
 
+    with torch.no_grad():  # a threshold never set (0) is set by the first batch
+        sae.latent_bias.fill_(-0.6)
+        sae.threshold.zero_()
+    recipe.loss(sae, x, 1.0)
+    assert sae.threshold[0].item() == pytest.approx(smallest, rel=1e-6)
+
 
 def test_batchtopk_gradients_reach_the_kept_latents_only():
     recipe = BatchTopK(n_latents=8, k=2, auxk_coef=0.0, normalize=False)

@@ -281,7 +281,10 @@ class BatchTopK(TopK):
     A batch-wide choice cannot be made for one token at inference. A shared threshold is
     estimated during training, as SAELens's `BatchTopKTrainingSAE` does: after each batch,
     `threshold <- (1 - threshold_lr) * threshold + threshold_lr * m`, where m is the smallest
-    positive activation kept (over all ranks), starting from 0. With `inference: jumprelu`
+    positive activation kept (over all ranks). SAELens starts it at 0; here the first batch
+    sets it (m itself), so that short runs are not saved with a threshold biased low (a run
+    of 100 steps at threshold_lr 0.01 ended with L0 82 at inference for k=16, nmse 0.89 against
+    training's 0.27). With `inference: jumprelu`
     (default) the SAE is a JumpReLU whose per-latent `threshold` holds that one value: it is
     part of the SAE's state (Lightning checkpoints, resume), is what validation runs, and is
     how the SAE is saved. With `inference: topk` the SAE is saved as TopK with this `k` (no
@@ -333,7 +336,8 @@ class BatchTopK(TopK):
         smallest = torch.where(keep, pre, float("inf")).min()
         if distributed_rank()[1] > 1:
             torch.distributed.all_reduce(smallest, op=torch.distributed.ReduceOp.MIN)
-        lr = self.threshold_lr
+        # the first batch sets it: from SAELens's 0 it stays biased low for ~1/threshold_lr steps
+        lr = torch.where(sae.threshold == 0, 1.0, self.threshold_lr)
         moved = (1 - lr) * sae.threshold + lr * smallest
         sae.threshold.copy_(torch.where(torch.isfinite(smallest), moved, sae.threshold))
 
