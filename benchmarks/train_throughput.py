@@ -6,7 +6,11 @@ scatter into dense latents -> dense matmuls), interleaved in one run, and a plai
 of the encoder's shape. The sparse step's FLOP/s is reported as a fraction of that matmul's:
 the encoder's forward matmul is the one dense product TopK cannot avoid.
 
-    python benchmarks/train_throughput.py [--tokens 4096] [--device cuda] [--out FILE]
+Each other recipe (BatchTopK, Matryoshka, Multi-TopK, JumpReLU, ReLU+L1: `RECIPES`) is timed in
+the same run on the same shapes and reported as tokens/s and as a fraction of TopK's.
+
+    python benchmarks/train_throughput.py [--tokens 4096] [--n-latents 32768] [--device cuda]
+        [--out FILE]
 """
 
 from __future__ import annotations
@@ -20,7 +24,16 @@ import torch
 import torch.nn.functional as F
 
 from saelab.io import write_json
-from saelab.train.recipes import StepOutput, TopK
+from saelab.train.recipes import (
+    BatchTopK,
+    JumpReLU,
+    Matryoshka,
+    MultiTopK,
+    Recipe,
+    ReluL1,
+    StepOutput,
+    TopK,
+)
 
 
 class DenseTopK(TopK):
@@ -36,7 +49,18 @@ class DenseTopK(TopK):
         return StepOutput(loss, top.indices.reshape(-1), {})
 
 
-def make_step(recipe: TopK, x_all: torch.Tensor, n_tokens: int, seed: int) -> Callable[[], None]:
+def recipes(n: int, k: int) -> dict[str, Recipe]:
+    """Every training recipe at the same width and (where it has one) k."""
+    return {
+        "batchtopk": BatchTopK(n_latents=n, k=k),
+        "matryoshka": Matryoshka(n_latents=n, k=k),
+        "multi_topk": MultiTopK(n_latents=n, k=k),
+        "jumprelu": JumpReLU(n_latents=n),
+        "relu_l1": ReluL1(n_latents=n),
+    }
+
+
+def make_step(recipe: Recipe, x_all: torch.Tensor, n_tokens: int, seed: int) -> Callable[[], None]:
     sae, scale = recipe.build(x_all.shape[1], x_all[:8192], seed=seed)
     sae = sae.to(x_all.device)
     optimizer = torch.optim.Adam(sae.parameters(), lr=1e-4, eps=6.25e-10)
@@ -72,11 +96,12 @@ def median_seconds(fns: dict[str, Callable[[], object]], repeats: int, device: s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=4096, help="tokens per optimizer step")
+    parser.add_argument("--n-latents", type=int, default=32768)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default="benchmarks/results/train_throughput.json")
     args = parser.parse_args()
-    d, n, k, N = 768, 32768, 32, args.tokens
+    d, n, k, N = 768, args.n_latents, 32, args.tokens
 
     # stand-in for cached activations: a GPT-2-like residual stream with a few large dimensions
     g = torch.Generator().manual_seed(0)
@@ -85,9 +110,10 @@ def main() -> None:
     x_all = x_all.to(args.device)
     a, b = torch.randn(N, d, device=args.device), torch.randn(d, n, device=args.device)
     fns = {
-        "sparse": make_step(TopK(n_latents=32768, k=k), x_all, N, seed=0),
-        "dense": make_step(DenseTopK(n_latents=32768, k=k), x_all, N, seed=0),
+        "sparse": make_step(TopK(n_latents=n, k=k), x_all, N, seed=0),
+        "dense": make_step(DenseTopK(n_latents=n, k=k), x_all, N, seed=0),
         "matmul": lambda: torch.mm(a, b),
+        **{name: make_step(recipe, x_all, N, seed=0) for name, recipe in recipes(n, k).items()},
     }
     seconds = median_seconds(fns, args.repeats, args.device)
 
@@ -108,6 +134,12 @@ def main() -> None:
         "matmul_tflop_per_s": matmul_flops_per_s / 1e12,
         "sparse_step_tflop_per_s": step_flops / seconds["sparse"] / 1e12,
         "fraction_of_matmul": step_flops / seconds["sparse"] / matmul_flops_per_s,
+        "recipes_tokens_per_s": {
+            name: N / seconds[name] for name in ("sparse", *recipes(n, k))
+        },
+        "recipes_over_topk": {
+            name: seconds["sparse"] / seconds[name] for name in ("sparse", *recipes(n, k))
+        },
         "seconds": seconds,
     }
     print(
@@ -119,6 +151,11 @@ def main() -> None:
         f"sparse step at {report['fraction_of_matmul']:.0%} of a plain torch.mm "
         f"({report['matmul_tflop_per_s']:.3f} TFLOP/s) on {args.device}"
     )
+    for name in recipes(n, k):
+        print(
+            f"  {name:<11} {report['recipes_tokens_per_s'][name]:>10,.0f} tokens/s  "
+            f"{report['recipes_over_topk'][name]:.2f}x TopK's"
+        )
     write_json(args.out, report)
     print(f"wrote {args.out}")
 

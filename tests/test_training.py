@@ -513,14 +513,34 @@ def test_ddp_training_counts_every_rank(tmp_path):
     assert one["n_tokens"] == two["n_tokens"] == 30 * 256
 
 
-def test_resume_after_a_real_kill_is_exact(tmp_path):
+# each recipe's overrides for the TRAIN run (JumpReLU has no k; Matryoshka gets three groups)
+RECIPES = {
+    "topk": [],
+    "batchtopk": ["recipe=batchtopk"],
+    "matryoshka": ["recipe=matryoshka", "recipe.group_sizes=[32,64,160]"],
+    "multi_topk": ["recipe=multi_topk"],
+    "jumprelu": ["recipe=jumprelu", "recipe.l0_coef=0.01"],
+}
+
+
+def train_args(recipe: str) -> list[str]:
+    drop = ("recipe.k=",) if recipe == "jumprelu" else ()
+    return [a for a in TRAIN if not a.startswith(drop)] + RECIPES[recipe]
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_resume_after_a_real_kill_is_exact(tmp_path, recipe):
     """SIGKILL a training subprocess after its first periodic checkpoint (two hooks), resume
-    with resume=true: every saved tensor equals an uninterrupted run's, bit for bit."""
+    with resume=true: every saved tensor equals an uninterrupted run's, bit for bit, for every
+    recipe (BatchTopK's running threshold and JumpReLU's log-thresholds are training state)."""
     import os
     import signal
     import time
 
-    args = [sys.executable, "-m", "saelab", *TRAIN, "layer=[0,1]", "train.val_every_n_steps=0"]
+    from safetensors.torch import load_file
+
+    args = [sys.executable, "-m", "saelab", *train_args(recipe), "layer=[0,1]"]
+    args.append("train.val_every_n_steps=0")
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     runs = tmp_path / "logs" / "train" / "runs"
     subprocess.run([*args, "run_name=whole"], cwd=tmp_path, env=env, check=True, timeout=600)
@@ -535,9 +555,10 @@ def test_resume_after_a_real_kill_is_exact(tmp_path):
         [*args, "run_name=killed", "resume=true"], cwd=tmp_path, env=env, check=True, timeout=600
     )
     for hook in ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post"):
-        whole = torch.load(runs / "whole" / "saes" / hook / "sae.pt", weights_only=True)
-        resumed = torch.load(runs / "killed" / "saes" / hook / "sae.pt", weights_only=True)
-        tensors = [k for k, v in whole.items() if isinstance(v, torch.Tensor)]
-        assert "stats_last_nonzero" in tensors
-        for name in tensors:
+        whole = load_file(runs / "whole" / "saes" / hook / "sae.safetensors")
+        resumed = load_file(runs / "killed" / "saes" / hook / "sae.safetensors")
+        assert "stats_last_nonzero" in whole
+        assert ("threshold" in whole) == (recipe in ("batchtopk", "matryoshka", "jumprelu"))
+        assert whole.keys() == resumed.keys()
+        for name in whole:
             assert torch.equal(resumed[name], whole[name]), (hook, name)

@@ -84,9 +84,10 @@ class Autoencoder(nn.Module):
         k: int | None = None,
         seed: int = 0,
         normalize: bool | None = None,
+        jumprelu: bool = False,
     ) -> Autoencoder:
         """An untrained SAE: random unit-norm decoder rows, encoder tied to the decoder."""
-        sae = cls(n_latents, n_inputs, k=k, normalize=normalize)
+        sae = cls(n_latents, n_inputs, k=k, normalize=normalize, jumprelu=jumprelu)
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             directions = torch.randn(n_latents, n_inputs, generator=generator)

@@ -79,6 +79,22 @@ TRAIN_RULES: list[Rule] = [
     ),
 ]
 
+NON_NEGATIVE = ("a number >= 0", lambda v: _number(v) and v >= 0)
+POSITIVE = ("a positive number", lambda v: _number(v) and v > 0)
+# the keys of particular recipes, checked where the chosen recipe has them
+RECIPE_RULES: list[Rule] = [
+    ("recipe.k_aux", POSITIVE_INT, "256"),
+    ("recipe.auxk_coef", NON_NEGATIVE, "0.03125"),
+    ("recipe.dead_tokens", NON_NEGATIVE_INT, "10_000_000"),
+    ("recipe.threshold_lr", ("a number in (0, 1]", lambda v: _number(v) and 0 < v <= 1), "0.01"),
+    ("recipe.inference", ("jumprelu or topk", lambda v: v in ("jumprelu", "topk")), "jumprelu"),
+    ("recipe.multiple", ("an integer >= 2", lambda v: _int(v) and v >= 2), "4"),
+    ("recipe.multiple_coef", NON_NEGATIVE, "0.125"),
+    ("recipe.l0_coef", NON_NEGATIVE, "0.001"),
+    ("recipe.bandwidth", POSITIVE, "0.05"),
+    ("recipe.init_threshold", POSITIVE, "0.01"),
+    ("recipe.pre_act_coef", NON_NEGATIVE, "0"),
+]
 
 def check_fits(n_bytes: float, what: str) -> None:
     """Memory that a setting implies, checked against the machine's before it is allocated."""
@@ -90,8 +106,10 @@ def check_fits(n_bytes: float, what: str) -> None:
         )
 
 
-def apply(cfg: DictConfig, rules: list[Rule]) -> None:
+def apply(cfg: DictConfig, rules: list[Rule], present_only: bool = False) -> None:
     for key, (requirement, test), example in rules:
+        if present_only and OmegaConf.select(cfg, key, default="<absent>") == "<absent>":
+            continue
         value = OmegaConf.select(cfg, key)
         if not test(value):
             raise UserError(f"{key}={value} must be {requirement}: e.g. {key}={example}")
@@ -135,10 +153,31 @@ def check_train(cfg: DictConfig) -> None:
         if cfg.recipe.k is None:
             raise UserError("recipe.k=null: a TopK recipe keeps k latents per token, e.g. 32")
         check_k(cfg.recipe.k, cfg.recipe.n_latents, key="recipe.k")
+    check_recipe(cfg)
     if cfg.get("ckpt_path"):
         check_training_checkpoint(Path(cfg.ckpt_path))
     if cfg.train.activation_cache:
         check_writable_cache(Path(cfg.train.activation_cache))
+
+
+def check_recipe(cfg: DictConfig) -> None:
+    """The keys that only some recipes have (after `recipe.k` and `recipe.n_latents`)."""
+    apply(cfg, RECIPE_RULES, present_only=True)
+    recipe, n_latents = cfg.recipe, cfg.recipe.n_latents
+    if "multiple" in recipe and recipe.k * recipe.multiple > n_latents:
+        raise UserError(
+            f"recipe.k={recipe.k} x recipe.multiple={recipe.multiple} must be at most "
+            f"recipe.n_latents={n_latents} (Multi-TopK's wider code): e.g. recipe.multiple=4"
+        )
+    groups = recipe.get("group_sizes")
+    if groups is not None:
+        groups = list(groups) if OmegaConf.is_list(groups) else [groups]
+        if not (all(_int(g) and g > 0 for g in groups) and sum(groups) == n_latents):
+            raise UserError(
+                f"recipe.group_sizes={groups} must be positive integers summing to "
+                f"recipe.n_latents={n_latents} (Matryoshka's nested groups): e.g. "
+                "recipe.group_sizes=null (n/16, n/16, n/8, n/4, n/2)"
+            )
 
 
 def check_writable_cache(directory: Path) -> None:
