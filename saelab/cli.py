@@ -16,7 +16,7 @@ from omegaconf.errors import MissingMandatoryValue
 from saelab.config import compose, config_dir
 from saelab.errors import UserError, exit_with
 from saelab.tasks.checks import RUN_RULES, apply, check_writable
-from saelab.tasks.common import close_loggers
+from saelab.tasks.common import close_loggers, quiet_console
 
 # command -> (module with `run(cfg)`, one-line description); each has conf/<command>.yaml
 # (export is the eval loop with the export plugin alone: the same `run`, its own defaults).
@@ -54,6 +54,7 @@ def user_errors_exit_2(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig
 
     @wraps(run)
     def task(cfg: DictConfig) -> Any:
+        quiet_console(bool(cfg.get("verbose")))
         try:
             return run(cfg)
         except MissingMandatoryValue as error:

@@ -73,6 +73,11 @@ def test_eval_end_to_end_writes_metrics_and_offline_wandb_run(tmp_path, topk_che
     assert values["downstream/ce_clean"] > 0  # cross-entropy of a random model's predictions
     assert provenance["hook"] == "blocks.1.hook_resid_post"
     assert provenance["n_tokens"] == 32 * 15 and provenance["first_position_excluded"]
+    assert "last position is left out" in provenance["definitions"]["downstream/kl"]
+    # the console keeps saelab's table; Lightning's notes go to the run's log file only
+    assert "GPU available" not in result.stderr + result.stdout
+    assert "GPU available" in (run_dir / "eval.log").read_text()
+    assert "results: " in result.stdout
     assert len(provenance["sae_sha256"]) == 64
     assert (run_dir / "config.yaml").is_file() and (run_dir / "latent_density.npy").is_file()
     (offline_run,) = (run_dir / "wandb").glob("offline-run-*")  # exactly one W&B run

@@ -9,11 +9,11 @@ import math
 import pytest
 import torch
 
+from saelab.config import compose
 from saelab.errors import UserError
 from saelab.formats import saelab as saelab_format
 from saelab.formats import save_sae
 from saelab.tasks.checks import check_train
-from saelab.tasks.common import compose
 from saelab.train.recipes import (
     BatchTopK,
     JumpReLU,

@@ -132,6 +132,8 @@ class EvalPlugin(Metric):
     outputs (`LOG_PROBS`, `SPLICED_LOG_PROBS`, `ABLATED_LOG_PROBS`)."""
 
     needs: ClassVar[frozenset[str]] = frozenset()
+    # how its results are defined where peers define them otherwise: saved in the provenance
+    definitions: ClassVar[dict[str, str]] = {}
     full_state_update = False
 
     def setup(self, run: RunContext) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from saelab.evals.base import (
@@ -22,6 +24,14 @@ class Downstream(EvalPlugin):
     """
 
     needs = frozenset({LOG_PROBS, SPLICED_LOG_PROBS, ABLATED_LOG_PROBS})
+    definitions: ClassVar[dict[str, str]] = {
+        "downstream/ce_ablated": "zeros at the evaluated positions only (SAELens: every "
+        "position, BOS included)",
+        "downstream/kl": "mean over predictions from evaluated positions with a next token: "
+        "the last position is left out (SAELens averages it in)",
+        "downstream/positions": "every position but the first of each context, end-of-text "
+        "tokens inside a context included (SAELens masks special tokens)",
+    }
 
     def setup(self, run: RunContext) -> None:
         for name in ("n", "ce_clean", "ce_sae", "ce_ablated", "kl"):

@@ -72,6 +72,9 @@ def save(
         written += plugin.save_artifacts(results, out_dir)
     config_text = OmegaConf.to_yaml(cfg, resolve=True)
     written.append(atomic_write(out_dir / "config.yaml", lambda f: f.write(config_text.encode())))
+    definitions = {k: v for plugin in plugins.values() for k, v in plugin.definitions.items()}
+    if definitions:
+        provenance = {**provenance, "definitions": definitions}
     metrics = {"metrics": scalar_results(results), "provenance": provenance}
     written.append(write_json(out_dir / "metrics.json", metrics))
     return written

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,24 @@ def logger(cfg: DictConfig) -> Any:
     if built:
         built.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     return built
+
+
+def quiet_console(verbose: bool) -> None:
+    """saelab's table, the results path and one progress bar per phase on the console; the
+    libraries' notes (Lightning's device lines and tips, W&B's run summary) go to the run's
+    log file (Hydra's `<command>.log`) only, unless `verbose=true`."""
+    if verbose:
+        return
+    os.environ.setdefault("WANDB_SILENT", "true")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        library = logging.getLogger(name)  # Lightning writes to its own stderr handler
+        for handler in list(library.handlers):
+            if type(handler) is logging.StreamHandler:
+                library.removeHandler(handler)
+        library.propagate = True  # ... now to the root logger's handlers: Hydra's file
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler:  # the console, not the log file
+            handler.setLevel(logging.WARNING)
 
 
 def close_loggers() -> None:
