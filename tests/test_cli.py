@@ -253,7 +253,7 @@ BAD_INPUTS = [
     ("eval", ["sae=file", "sae.path={int_encoder}"], "encoder.weight: dtype torch.int64"),
     ("eval", ["sae=file", "sae.path={string_k}"], "TopK k='8' must be an integer from 1"),
     ("eval", ["sae=file", "sae.path={flat_encoder}"], "encoder.weight has shape \\(64,\\)"),
-    ("eval", ["sae=saelens", "sae.path={no_weights}"], "not in SAELens's format .*missing"),
+    ("eval", ["sae=saelens", "sae.path={no_weights}"], "SAELens.s format; its files are missing"),
     ("eval", [*LOCAL_SAE, "seed=abc"], "seed=abc must be an integer"),
     ("eval", [*LOCAL_SAE, "evals=5"], "Config group override must be a string or a list"),
     ("eval", [*LOCAL_SAE, "run_name=../../x"], "run_name=../../x must be a folder name"),

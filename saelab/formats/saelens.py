@@ -33,6 +33,7 @@ from saelab.io import atomic_write, write_json
 from saelab.sae.autoencoder import Autoencoder, check_k
 
 NAME = "SAELens"
+LAYOUT_VERSION = "6.0.0"  # the cfg.json layout written: SAELens 6 (metadata.hook_name, ...)
 WEIGHTS, CONFIG, SCALER = "sae_weights.safetensors", "cfg.json", "activation_scaler.json"
 ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu")
 NORMALIZATIONS = ("none", "layer_norm", "expected_average_only_in")
@@ -143,7 +144,15 @@ def save(sae: Autoencoder, directory: Path, metadata: dict[str, Any] | None = No
         "normalize_activations": "layer_norm" if sae.normalize else "none",
         "reshape_activations": "none",
         **({"k": sae.k} if sae.k is not None else {}),
-        "metadata": {"hook_name": metadata.get("hook"), "model_name": metadata.get("model")},
+        # SAELens 6 reads `metadata` only when it names a 6.x layout (else it rebuilds it from
+        # pre-6.0 top-level keys); the top-level copies serve readers of that older layout
+        "metadata": {
+            "sae_lens_version": LAYOUT_VERSION,
+            "hook_name": metadata.get("hook"),
+            "model_name": metadata.get("model"),
+        },
+        "hook_name": metadata.get("hook"),
+        "model_name": metadata.get("model"),
     }
     return [
         atomic_write(directory / WEIGHTS, lambda f: f.write(blob)),
