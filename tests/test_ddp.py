@@ -125,3 +125,39 @@ def test_sweep_on_two_processes_equals_one(tmp_path, checkpoint):
         for key, value in reference.items():
             if isinstance(value, float):
                 assert two[run][key] == pytest.approx(value, rel=1e-6, abs=1e-9), (run, key)
+
+
+def test_export_on_two_processes_equals_one(tmp_path, checkpoint):
+    """Each rank keeps its contexts' examples; the merge (top by activation, the reservoir by
+    keys that depend on the event alone) and the summed statistics give one process's files."""
+    from tests.test_sweep import export_files
+
+    args = [a for a in ARGS if not a.startswith("evals=")]
+    args += [*SAE_AT_LAYER_1, f"sae.path={checkpoint}", "export.n_top=6", "export.window=[3,2]"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    for name, extra in (("one", []), ("two", DDP)):
+        result = subprocess.run(
+            [*MODULE, "export", *args, *extra, f"hydra.run.dir={tmp_path / name}"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+    one, two = export_files(tmp_path / "one"), export_files(tmp_path / "two")
+    assert one.keys() == two.keys() and len(one) > 5
+    for name in one:  # equal, up to the order of float64 sums
+        assert_same(one[name], two[name], name)
+
+
+def assert_same(a, b, where: str) -> None:
+    """Equal JSON values, floats to 1e-9 relative."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for key in a:
+            assert_same(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same(x, y, f"{where}[{i}]")
+    elif isinstance(a, float):
+        assert b == pytest.approx(a, rel=1e-9, abs=1e-12), where
+    else:
+        assert a == b, where

@@ -351,3 +351,17 @@ def test_rounded_activations_keep_four_significant_digits():
     rounded = round_acts(values, chunk=4)  # chunks that cut across rows
     expected = [[float(f"{float(v):.4g}") for v in row] for row in values]
     assert rounded.tolist() == expected
+
+
+def test_reservoir_keys_depend_on_the_event_alone_and_are_uniform():
+    from saelab.export.examples import uniform_keys
+
+    ids = [torch.randint(0, 1000, (50_000,), generator=torch.Generator().manual_seed(i))
+           for i in range(3)]  # fmt: skip
+    ctx, pos, latent = ids
+    keys = uniform_keys(7, ctx, pos, latent)
+    assert torch.equal(keys[:10], uniform_keys(7, ctx[:10], pos[:10], latent[:10]))
+    assert not torch.equal(keys, uniform_keys(8, ctx, pos, latent))
+    assert keys.min() >= 0 and keys.max() < 1
+    counts = torch.histc(keys.float(), bins=10, min=0, max=1)  # 5000 expected per bin
+    assert ((counts - 5000).abs() < 300).all(), counts  # > 4 standard deviations

@@ -43,6 +43,33 @@ class Events:
         return cls(ids, latents[rows, ids], rows)
 
 
+def _signed(constant: int) -> int:
+    """A 64-bit constant as torch's int64 holds it (two's complement)."""
+    return constant - (1 << 64) if constant >= 1 << 63 else constant
+
+
+MIX = [_signed(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)]
+
+
+def _shift_right(x: Tensor, bits: int) -> Tensor:
+    """Logical right shift of int64 (torch's `>>` is arithmetic)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def uniform_keys(seed: int, *ids: Tensor) -> Tensor:
+    """A pseudo-random float64 in [0, 1) per event, a function of the seed and the event's
+    identity (`ids`: context, position, latent) alone, so a sample kept by these keys is the
+    same however the data is cut into batches or shared across DDP ranks. SplitMix64's mixer,
+    in int64 arithmetic that wraps modulo 2^64."""
+    h = torch.full_like(ids[0], seed, dtype=torch.long)
+    for part in ids:
+        h = h + MIX[0] + part.long()
+        h = (h ^ _shift_right(h, 30)) * MIX[1]
+        h = (h ^ _shift_right(h, 27)) * MIX[2]
+        h = h ^ _shift_right(h, 31)
+    return _shift_right(h, 11).double() / 2.0**53
+
+
 def key_weights(width: int, device: torch.device) -> Tensor:
     """Fixed odd 64-bit multipliers of a window's token ids. The key `sum((token + 2) * w)`
     wraps modulo 2^64; two windows that differ in one token (by less than 2^63) never collide,
@@ -72,6 +99,11 @@ class Windows:
         else:
             tokens, _ = self._window(b, t, self.offsets[left - min(dedup, left) :])
             self.key = ((tokens + 2) * key_weights(tokens.shape[1], device)).sum(1)
+
+    def place(self, row: Tensor) -> tuple[Tensor, Tensor]:
+        """(context index in the data, position) of each evaluated row."""
+        b, t = self.where[row].unbind(-1)
+        return self._context(b), t
 
     def _context(self, b: Tensor) -> Tensor:
         context = self.batch.context
@@ -132,7 +164,8 @@ class ExampleSet(nn.Module):
     def __init__(self, n: int, m: int, width: int, dedup: bool) -> None:
         super().__init__()
         self.m, self.dedup = m, dedup
-        self.register_buffer("score", torch.full((n, m), -torch.inf))
+        # float64: the reservoir's scores are 53-bit random keys (float32 would tie often)
+        self.register_buffer("score", torch.full((n, m), -torch.inf, dtype=torch.float64))
         self.register_buffer("key", torch.zeros(n, m, dtype=torch.long))
         self.register_buffer("act", torch.zeros(n, m))
         self.register_buffer("ctx", torch.zeros(n, m, dtype=torch.long))
@@ -142,6 +175,27 @@ class ExampleSet(nn.Module):
         self.register_buffer("acts", torch.zeros(n, m, width, dtype=torch.float16))
 
     FIELDS = ("act", "ctx", "doc", "pos", "key", "tokens", "acts")
+
+    def gather_ranks(self) -> None:
+        """Under DDP, every rank's kept events pooled and cut to each latent's `m` best (one
+        event per key with `dedup`): what one process would have kept from all the data."""
+        dist = torch.distributed
+        pooled = {}
+        for name in ("score", *self.FIELDS):
+            mine = getattr(self, name)
+            mine = mine.float() if mine.dtype == torch.float16 else mine  # gloo: no float16
+            parts = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+            dist.all_gather(parts, mine.contiguous())
+            pooled[name] = torch.cat(parts, 1)
+        score = pooled["score"]
+        if self.dedup:
+            score = drop_repeats(score, pooled["key"])
+        best = torch.topk(score, self.m, dim=1, sorted=True)
+        self.score.copy_(best.values)
+        for name in self.FIELDS:
+            field = pooled[name]
+            index = best.indices.view(*best.indices.shape, *([1] * (field.dim() - 2)))
+            getattr(self, name).copy_(field.gather(1, index.expand(-1, -1, *field.shape[2:])))
 
     def merge(self, events: Events, score: Tensor, windows: Windows) -> None:
         """Keep each latent's `m` best of (kept, this batch's events): one `topk` over
@@ -168,7 +222,7 @@ class ExampleSet(nn.Module):
         keep = rank < m
         cand_score = torch.full_like(self.score, -torch.inf)
         cand_event = torch.full((n, m), -1, dtype=torch.long, device=order.device)
-        cand_score[latent[keep], rank[keep]] = score[order[keep]]
+        cand_score[latent[keep], rank[keep]] = score[order[keep]].double()
         cand_event[latent[keep], rank[keep]] = order[keep]
         pool = torch.cat([self.score, cand_score], 1)
         if self.dedup:

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from saelab.errors import UserError
 from saelab.evals.base import EvalBatch, EvalPlugin, RunContext
-from saelab.export.examples import Events, ExampleSet, Windows
+from saelab.export.examples import Events, ExampleSet, Windows, uniform_keys
 from saelab.export.settings import HIST_BINS, ExportSettings, hist_bins
 from saelab.export.writer import ExportState, write_export
 
@@ -31,7 +31,6 @@ class Export(EvalPlugin):
         except TypeError as error:
             raise UserError(f"bad export setting: {error}") from None
         self.run: RunContext | None = None
-        self.generator: torch.Generator | None = None
 
     def setup(self, run: RunContext) -> None:
         n, settings = run.sae.n_latents, self.settings
@@ -53,16 +52,21 @@ class Export(EvalPlugin):
         flat = events.latent * HIST_BINS + hist_bins(events.act)
         self.hist.view(-1).index_add_(0, flat, torch.ones_like(flat))
         windows = Windows(batch, *self.settings.window, self.settings.dedup)
-        self.top.merge(events, events.act, windows)
-        if self.generator is None or self.generator.device != act.device:
-            self.generator = torch.Generator(act.device).manual_seed(self.run.seed)
-        keys = torch.rand(len(act), generator=self.generator, device=act.device)
-        self.reservoir.merge(events, -keys, windows)
+        place = windows.place(events.row)
+        # equal activations (the same token right after BOS, say) are ordered by a key of the
+        # event itself, far below float32's resolution: the same top examples, in the same
+        # order, however the data is batched or shared across ranks
+        tie_break = 1 + uniform_keys(self.run.seed + 1, *place) * 2.0**-30
+        self.top.merge(events, events.act.double() * tie_break, windows)
+        keys = uniform_keys(self.run.seed, *place, events.latent)
+        self.reservoir.merge(events, -keys, windows)  # the events with the smallest keys
 
     def compute(self) -> dict[str, float | Tensor]:
+        """Sums are reduced across DDP ranks by torchmetrics; the example sets here."""
         dist = torch.distributed
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            raise UserError("the export runs on one process: use trainer=default")
+            self.top.gather_ranks()
+            self.reservoir.gather_ranks()
         fired = self.fired.double()
         safe = fired.clamp(min=1)
         mean, sq, cube, fourth = (self.moments / safe[:, None]).unbind(1)
@@ -75,10 +79,12 @@ class Export(EvalPlugin):
             "export/skew": torch.where(live, cube / sq_safe**1.5, 0),
             "export/kurtosis": torch.where(live, fourth / sq_safe**2, 0),
             "export/n_fired": self.fired,
+            # read by the writer from here: torchmetrics restores each rank's own states
+            # once `compute` returns, so only what it returns is reduced across ranks
+            "export/hist": self.hist.clone(),
+            "export/n_tokens": self.n.clone(),
         }
 
     def save_artifacts(self, results: dict[str, float | Tensor], out_dir: Path) -> list[Path]:
-        state = ExportState(
-            self.settings, self.run, results, self.top, self.reservoir, self.hist, int(self.n)
-        )
+        state = ExportState(self.settings, self.run, results, self.top, self.reservoir)
         return [write_export(state, Path(out_dir) / self.settings.subdir)]

@@ -39,8 +39,6 @@ class ExportState:
     results: dict[str, float | Tensor]  # its `compute()`: export/density, mean_act, ...
     top: ExampleSet
     reservoir: ExampleSet
-    hist: Tensor  # [n_latents, HIST_BINS] counts
-    n_tokens: int
 
 
 def round_acts(acts: np.ndarray, chunk: int = 1 << 22) -> np.ndarray:
@@ -212,7 +210,7 @@ def write_latents(
     W_dec = run.sae.W_dec.detach()
     logits = [t.numpy() for t in logit_effects(run, W_dec, settings.n_logits)]
     near = [t.numpy() for t in neighbours(W_dec, settings.n_neighbours)]
-    edges, hist = hist_edges().numpy(), state.hist.cpu().numpy()
+    edges, hist = hist_edges().numpy(), stats["hist"]
     total_bytes = 0
     for i in tqdm(range(run.sae.n_latents), desc="write latents", unit="latent", leave=False):
         record = {
@@ -292,7 +290,7 @@ def manifest(state: ExportState, total_bytes: int) -> dict[str, Any]:
         },
         "data": {
             "name": data.source.name,
-            "n_tokens": state.n_tokens,
+            "n_tokens": int(state.results["export/n_tokens"]),
             "n_ctx": data.n_ctx,
             "first_position_excluded": data.exclude_first,
         },
