@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from saelab.evals.base import RunContext
 from saelab.export.examples import ExampleSet
+from saelab.export.explain import Explained
 from saelab.export.openai_format import feature_info
 from saelab.export.sets import Sets, distinct
 from saelab.export.settings import ExportSettings, hist_edges
@@ -40,6 +41,7 @@ class ExportState:
     reservoir: ExampleSet
     hist: Tensor  # [n_latents, HIST_BINS] counts
     n_tokens: int
+    explained: Explained | None = None  # with `explain`: the N2G explanations and scores
 
 
 def intervals(reservoir: Sets, latent: int, n_intervals: int, per_interval: int) -> list[dict]:
@@ -115,8 +117,10 @@ def write_export(state: ExportState, out: Path) -> Path:
         top.add_ablation(run, settings.window[1])
     strings = write_vocab(out, run)
     total_bytes = write_latents(out, state, stats, top, reservoir, strings)
-    write_json(out / "latents.json", latent_table(stats, top))
+    write_json(out / "latents.json", latent_table(stats, top, state.explained))
     write_json(out / "search.json", search_index(top, run.sae.n_latents))
+    if state.explained is not None:
+        write_json(out / "explain.json", explain_index(state.explained))
     os.sync()  # the records reach the disk before the manifest that vouches for them
     return write_json(manifest_path, manifest(state, total_bytes))
 
@@ -163,6 +167,8 @@ def write_latents(
             "neighbours": pairs(near[0][i], near[1][i]),
             **examples(i, settings, top, reservoir),
         }
+        if state.explained is not None and i in state.explained.explanations:
+            add_explanation(record, state.explained)
         data = gzip.compress(json.dumps(record, separators=(",", ":")).encode(), mtime=0)
         atomic_write(out / "latents" / f"{i}.json.gz", lambda f, d=data: f.write(d), sync=False)
         total_bytes += len(data)
@@ -188,15 +194,46 @@ def examples(latent: int, settings: ExportSettings, top: Sets, reservoir: Sets) 
     }
 
 
-def latent_table(stats: dict[str, np.ndarray], top: Sets) -> dict[str, list]:
-    """`latents.json`: the per-latent columns the viewer's list and sorting read."""
+def add_explanation(record: dict[str, Any], explained: Explained) -> None:
+    """The latent's `explanation`, and its prediction at every token of each example."""
+    latent = record["id"]
+    record["explanation"] = explained.record(latent)
+    shown = record["top"] + record["random"]
+    shown += [e for interval in record["intervals"]["bins"] for e in interval["examples"]]
+    for example in shown:
+        example["predicted"] = explained.predict_example(latent, example)
+
+
+def explain_index(explained: Explained) -> dict[str, list[list]]:
+    """`explain.json`: token id -> [[latent, F1], ...], the latents whose explanation names
+    that token, best F1 first (unscored latents last, F1 null)."""
+    out: dict[str, list[list]] = {}
+    for latent, explanation in explained.explanations.items():
+        f1 = explained.scores.get(latent, {}).get("f1")
+        for token in explanation.tokens():
+            out.setdefault(str(token), []).append([latent, None if f1 is None else round(f1, 4)])
+    for hits in out.values():
+        hits.sort(key=lambda hit: -1.0 if hit[1] is None else -hit[1])
+    return dict(sorted(out.items(), key=lambda item: int(item[0])))
+
+
+def latent_table(
+    stats: dict[str, np.ndarray], top: Sets, explained: Explained | None = None
+) -> dict[str, list]:
+    """`latents.json`: the per-latent columns the viewer's list and sorting read (with
+    explanations, `explain_f1`: null for a latent not scored)."""
     first = top.valid[:, 0]
-    return {
+    table = {
         "density": stats["density"].tolist(),
         "mean_act": stats["mean_act"].tolist(),
         "max_act": np.where(first, top.act[:, 0], 0.0).tolist(),
         "top_token": np.where(first, top.tokens[:, 0, top.left], -1).tolist(),
     }
+    if explained is not None:
+        table["explain_f1"] = [None] * len(first)
+        for latent, scores in explained.scores.items():
+            table["explain_f1"][latent] = round(scores["f1"], 4)
+    return table
 
 
 def manifest(state: ExportState, total_bytes: int) -> dict[str, Any]:
@@ -211,6 +248,15 @@ def manifest(state: ExportState, total_bytes: int) -> dict[str, Any]:
     }
     if settings.format == "openai":
         files["openai"] = "openai/{id}.json"
+    explain: dict[str, Any] | bool = False
+    if state.explained is not None:
+        files["explain"] = "explain.json"
+        explain = {
+            "method": "n2g",
+            "n_explained": len(state.explained.explanations),
+            "n_scored": len(state.explained.scores),
+            "padding_token": state.explained.padding,
+        }
     return {
         "schema": SCHEMA,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -245,6 +291,7 @@ def manifest(state: ExportState, total_bytes: int) -> dict[str, Any]:
             "hist_edges": "log10",
             "dedup": settings.dedup,
             "ablation": settings.ablation,
+            "explain": explain,
         },
         "n_latents": n_latents,
         "bytes_per_latent": round(total_bytes / n_latents, 1),
