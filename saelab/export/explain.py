@@ -227,7 +227,7 @@ class ExplainSettings:
     n_latents: int | str = 512
     padding_token: int | None = None
     batch_size: int = 1024
-    latents_per_step: int = 256
+    latents_per_step: int = 64
     silent_contexts: int = 64
 
     def __post_init__(self) -> None:
