@@ -16,8 +16,9 @@ from saelab.evals.base import EvalBatch, RunContext
 from saelab.evals.evaluator import encode_decode
 from saelab.export import Export, weights
 from saelab.export.ablation import ablation_effects
+from saelab.export.sets import Sets, round_acts
 from saelab.export.settings import hist_edges
-from saelab.export.writer import Sets, intervals, round_acts
+from saelab.export.writer import intervals
 from saelab.sae.autoencoder import Autoencoder
 from saelab.sources.places import Place
 from tests.test_cli import FAST

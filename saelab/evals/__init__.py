@@ -15,6 +15,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from saelab.errors import UserError
+from saelab.evals.ablation_sparsity import AblationSparsity
 from saelab.evals.base import EvalBatch, EvalPlugin
 from saelab.evals.density import Density
 from saelab.evals.downstream import Downstream
@@ -22,7 +23,9 @@ from saelab.evals.reconstruction import Reconstruction
 
 ENTRY_POINT_GROUP = "saelab.evals"
 
-__all__ = ["Density", "Downstream", "EvalBatch", "EvalPlugin", "Reconstruction", "build_plugins"]
+__all__ = [
+    "AblationSparsity",
+    "Density", "Downstream", "EvalBatch", "EvalPlugin", "Reconstruction", "build_plugins"]
 
 
 def build_plugins(configs: dict[str, Any]) -> dict[str, EvalPlugin]:

@@ -11,6 +11,8 @@ from torch import Tensor
 from saelab.errors import UserError
 from saelab.evals.base import EvalBatch, EvalPlugin, RunContext
 from saelab.export.examples import Events, ExampleSet, Windows, uniform_keys
+from saelab.export.explain import Explained, ExplainSettings, explain_latents
+from saelab.export.sets import Sets
 from saelab.export.settings import HIST_BINS, ExportSettings, hist_bins
 from saelab.export.writer import ExportState, write_export
 
@@ -21,16 +23,20 @@ class Export(EvalPlugin):
     Memory is independent of the token count: per-latent sums and fixed-size example sets
     merged every batch. The SAE's own encode selects the latents (TopK across all latents).
     `save_artifacts` writes the format of docs/export-format.md under `out_dir / subdir`.
-    Keyword arguments are `ExportSettings`.
+    Keyword arguments are `ExportSettings`; `explain_settings` are `ExplainSettings` (read
+    with `explain=True`: N2G explanations, built and scored in `compute`, from the examples
+    the pass kept).
     """
 
-    def __init__(self, **settings: Any) -> None:
+    def __init__(self, explain_settings: dict[str, Any] | None = None, **settings: Any) -> None:
         super().__init__()
         try:
             self.settings = ExportSettings(**settings)
+            self.explain_settings = ExplainSettings(**(explain_settings or {}))
         except TypeError as error:
             raise UserError(f"bad export setting: {error}") from None
         self.run: RunContext | None = None
+        self.explained: Explained | None = None
 
     def setup(self, run: RunContext) -> None:
         n, settings = run.sae.n_latents, self.settings
@@ -72,7 +78,19 @@ class Export(EvalPlugin):
         mean, sq, cube, fourth = (self.moments / safe[:, None]).unbind(1)
         sq_safe = sq.clamp(min=torch.finfo(torch.float64).tiny)
         live = fired > 0
-        return {
+        results: dict[str, float | Tensor] = {}
+        if self.settings.explain:
+            left = self.settings.window[0]
+            self.explained = explain_latents(
+                self.run,
+                self.explain_settings,
+                Sets(self.top, left),
+                Sets(self.reservoir, left),
+                self.settings.n_random,
+                self.fired.cpu().numpy(),
+            )
+            results.update(self.explained.results())
+        return results | {
             "export/density": fired / self.n.clamp(min=1),
             "export/mean_act": mean,
             "export/mean_act_squared": sq,
@@ -86,5 +104,7 @@ class Export(EvalPlugin):
         }
 
     def save_artifacts(self, results: dict[str, float | Tensor], out_dir: Path) -> list[Path]:
-        state = ExportState(self.settings, self.run, results, self.top, self.reservoir)
+        state = ExportState(
+            self.settings, self.run, results, self.top, self.reservoir, self.explained
+        )
         return [write_export(state, Path(out_dir) / self.settings.subdir)]

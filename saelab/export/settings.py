@@ -39,6 +39,7 @@ class ExportSettings:
     n_neighbours: int = 10
     dedup: int | None = 8
     ablation: bool = False
+    explain: bool = False
     format: str = "saelab"
     subdir: str = ""
 

@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor
 from tqdm import tqdm
 
 from saelab.evals.base import RunContext
-from saelab.export.ablation import ablation_effects
 from saelab.export.examples import ExampleSet
+from saelab.export.explain import Explained
 from saelab.export.openai_format import feature_info
+from saelab.export.sets import Sets, distinct
 from saelab.export.settings import ExportSettings, hist_edges
 from saelab.export.vocab import token_bytes
 from saelab.export.weights import logit_effects, neighbours
@@ -39,70 +39,7 @@ class ExportState:
     results: dict[str, float | Tensor]  # its `compute()`: export/density, mean_act, ...
     top: ExampleSet
     reservoir: ExampleSet
-
-
-def round_acts(acts: np.ndarray, chunk: int = 1 << 22) -> np.ndarray:
-    """To 4 significant digits (float16 carries about 3.3), so the JSON stays short; float64
-    (so that JSON prints the short decimal), computed `chunk` values at a time so that its
-    temporaries stay small next to every latent's example windows."""
-    flat = acts.reshape(-1)
-    out = np.empty(flat.shape)
-    for start in range(0, len(flat), chunk):
-        part = flat[start : start + chunk].astype(np.float64)
-        magnitude = np.floor(np.log10(np.abs(part), where=part != 0, out=np.ones_like(part)))
-        scale = 10.0 ** (3 - magnitude)
-        out[start : start + chunk] = np.where(part != 0, np.round(part * scale) / scale, 0.0)
-    return out.reshape(acts.shape)
-
-
-class Sets:
-    """One example set's buffers as numpy arrays, and its examples as JSON-ready dicts."""
-
-    def __init__(self, examples: ExampleSet, left: int) -> None:
-        self.valid = (examples.score > -np.inf).cpu().numpy()
-        self.act = examples.act.cpu().numpy()
-        self.act_rounded = round_acts(self.act)
-        self.ctx = examples.ctx.cpu().numpy()
-        self.doc = examples.doc.cpu().numpy()
-        self.pos = examples.pos.cpu().numpy()
-        self.key = examples.key.cpu().numpy()
-        self.tokens = examples.tokens.cpu().numpy()
-        self.acts = round_acts(examples.acts.float().cpu().numpy())
-        self.left = left
-        self.effects: dict[str, np.ndarray] = {}  # loss_diff, kl [n, m, W] with ablation
-
-    def example(self, latent: int, slot: int) -> dict[str, Any]:
-        tokens = self.tokens[latent, slot]
-        inside = tokens >= 0
-        first = int(inside.argmax())
-        return {
-            "doc": int(self.doc[latent, slot]),
-            "ctx": int(self.ctx[latent, slot]),
-            "pos": int(self.pos[latent, slot]),
-            "idx": self.left - first,
-            "act": float(self.act_rounded[latent, slot]),
-            "tokens": tokens[inside].tolist(),
-            "acts": self.acts[latent, slot][inside].tolist(),
-            **{name: e[latent, slot][inside].tolist() for name, e in self.effects.items()},
-        }
-
-    def add_ablation(self, run: RunContext, right: int) -> None:
-        """Every kept example's loss change and KL with its latent removed (docs: ablation)."""
-        latent, slot = np.nonzero(self.valid)
-        picked = {"latent": latent, "ctx": self.ctx[latent, slot], "pos": self.pos[latent, slot]}
-        picked = {k: torch.from_numpy(v.astype(np.int64)) for k, v in picked.items()}
-        picked["act"] = torch.from_numpy(self.act[latent, slot])
-        offsets = torch.arange(-self.left, right + 1)
-        found = ablation_effects(run, picked, offsets)
-        for name, values in zip(("loss_diff", "kl"), found, strict=True):
-            self.effects[name] = np.zeros(self.tokens.shape)
-            self.effects[name][latent, slot] = round_acts(values.numpy())
-
-
-def distinct(sets: Sets, latent: int, slots: np.ndarray) -> np.ndarray:
-    """`slots` in order, less those whose window key an earlier slot has (near-identical)."""
-    _, first = np.unique(sets.key[latent, slots], return_index=True)
-    return slots[np.sort(first)]
+    explained: Explained | None = None  # with `explain`: the N2G explanations and scores
 
 
 def intervals(reservoir: Sets, latent: int, n_intervals: int, per_interval: int) -> list[dict]:
@@ -178,8 +115,10 @@ def write_export(state: ExportState, out: Path) -> Path:
         top.add_ablation(run, settings.window[1])
     strings = write_vocab(out, run)
     total_bytes = write_latents(out, state, stats, top, reservoir, strings)
-    write_json(out / "latents.json", latent_table(stats, top))
+    write_json(out / "latents.json", latent_table(stats, top, state.explained))
     write_json(out / "search.json", search_index(top, run.sae.n_latents))
+    if state.explained is not None:
+        write_json(out / "explain.json", explain_index(state.explained))
     os.sync()  # the records reach the disk before the manifest that vouches for them
     return write_json(manifest_path, manifest(state, total_bytes))
 
@@ -226,6 +165,8 @@ def write_latents(
             "neighbours": pairs(near[0][i], near[1][i]),
             **examples(i, settings, top, reservoir),
         }
+        if state.explained is not None and i in state.explained.explanations:
+            add_explanation(record, state.explained)
         data = gzip.compress(json.dumps(record, separators=(",", ":")).encode(), mtime=0)
         atomic_write(out / "latents" / f"{i}.json.gz", lambda f, d=data: f.write(d), sync=False)
         total_bytes += len(data)
@@ -251,15 +192,46 @@ def examples(latent: int, settings: ExportSettings, top: Sets, reservoir: Sets) 
     }
 
 
-def latent_table(stats: dict[str, np.ndarray], top: Sets) -> dict[str, list]:
-    """`latents.json`: the per-latent columns the viewer's list and sorting read."""
+def add_explanation(record: dict[str, Any], explained: Explained) -> None:
+    """The latent's `explanation`, and its prediction at every token of each example."""
+    latent = record["id"]
+    record["explanation"] = explained.record(latent)
+    shown = record["top"] + record["random"]
+    shown += [e for interval in record["intervals"]["bins"] for e in interval["examples"]]
+    for example in shown:
+        example["predicted"] = explained.predict_example(latent, example)
+
+
+def explain_index(explained: Explained) -> dict[str, list[list]]:
+    """`explain.json`: token id -> [[latent, F1], ...], the latents whose explanation names
+    that token, best F1 first (unscored latents last, F1 null)."""
+    out: dict[str, list[list]] = {}
+    for latent, explanation in explained.explanations.items():
+        f1 = explained.scores.get(latent, {}).get("f1")
+        for token in explanation.tokens():
+            out.setdefault(str(token), []).append([latent, None if f1 is None else round(f1, 4)])
+    for hits in out.values():
+        hits.sort(key=lambda hit: -1.0 if hit[1] is None else -hit[1])
+    return dict(sorted(out.items(), key=lambda item: int(item[0])))
+
+
+def latent_table(
+    stats: dict[str, np.ndarray], top: Sets, explained: Explained | None = None
+) -> dict[str, list]:
+    """`latents.json`: the per-latent columns the viewer's list and sorting read (with
+    explanations, `explain_f1`: null for a latent not scored)."""
     first = top.valid[:, 0]
-    return {
+    table = {
         "density": stats["density"].tolist(),
         "mean_act": stats["mean_act"].tolist(),
         "max_act": np.where(first, top.act[:, 0], 0.0).tolist(),
         "top_token": np.where(first, top.tokens[:, 0, top.left], -1).tolist(),
     }
+    if explained is not None:
+        table["explain_f1"] = [None] * len(first)
+        for latent, scores in explained.scores.items():
+            table["explain_f1"][latent] = round(scores["f1"], 4)
+    return table
 
 
 def manifest(state: ExportState, total_bytes: int) -> dict[str, Any]:
@@ -274,6 +246,15 @@ def manifest(state: ExportState, total_bytes: int) -> dict[str, Any]:
     }
     if settings.format == "openai":
         files["openai"] = "openai/{id}.json"
+    explain: dict[str, Any] | bool = False
+    if state.explained is not None:
+        files["explain"] = "explain.json"
+        explain = {
+            "method": "n2g",
+            "n_explained": len(state.explained.explanations),
+            "n_scored": len(state.explained.scores),
+            "padding_token": state.explained.padding,
+        }
     return {
         "schema": SCHEMA,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -308,6 +289,7 @@ def manifest(state: ExportState, total_bytes: int) -> dict[str, Any]:
             "hist_edges": "log10",
             "dedup": settings.dedup,
             "ablation": settings.ablation,
+            "explain": explain,
         },
         "n_latents": n_latents,
         "bytes_per_latent": round(total_bytes / n_latents, 1),

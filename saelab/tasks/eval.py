@@ -92,4 +92,7 @@ def export_plugin(cfg: DictConfig) -> Export | None:
         raise UserError(f"export must be true or false, not {export!r}")
     options = OmegaConf.to_container(export, resolve=True)
     options.pop("n_tokens", None)
+    explain = cfg.get("explain")
+    if options.get("explain") and explain is not None:
+        options["explain_settings"] = OmegaConf.to_container(explain, resolve=True)
     return Export(**options)

@@ -22,8 +22,13 @@ export function fromExport(record, vocab, manifest) {
   const settings = manifest.settings || {};
   const ex = (list) => (list || []).map((e) => exportExample(vocab, e));
   const tokenList = (list) => (list || []).map(([id, v]) => [vocab.string(id), v, id]);
+  const explanation = record.explanation && {
+    ...record.explanation,
+    patterns: (record.explanation.patterns || []).map((p) => ({ ...p, pieces: p.tokens.map((id) => (id == null ? null : vocab.string(id))) })),
+  };
   return {
     ...record,
+    explanation,
     top: ex(record.top),
     random: ex(record.random),
     intervals: (record.intervals?.bins ?? record.intervals ?? []).map((iv) => ({ ...iv, examples: ex(iv.examples) })),
@@ -109,6 +114,32 @@ function topExamples(top, max) {
   ];
 }
 
+const SCORES = [
+  ["precision", "precision", "of the held-out tokens the explanation predicts, the fraction where the latent fires"],
+  ["recall", "recall", "of the held-out tokens where the latent fires, the fraction the explanation predicts"],
+  ["f1", "F1", "harmonic mean of precision and recall"],
+  ["correlation", "correlation", "Pearson correlation of predicted and actual activations on the held-out tokens"],
+];
+
+// One N2G pattern as text: "…" unless it must begin the context, ⟨any⟩ for a wildcard, each
+// token quoted, then the activation it predicts at its last token.
+function patternRow(p) {
+  const parts = [p.start ? h("span", { class: "start", title: "only at the start of a context" }, "⟨start⟩") : h("span", { class: "any", title: "any tokens before" }, "…")];
+  p.pieces.forEach((piece, i) => parts.push(piece == null ? h("span", { class: "any", title: "any token" }, "⟨any⟩") : h("span", { class: "tok-chip", title: `token ${p.tokens[i]}` }, JSON.stringify(visible(piece)))));
+  return h("div", { class: "pattern" }, parts, h("span", { class: "arrow" }, "→"), h("span", { class: "num" }, fmt(p.act, 3)));
+}
+
+function explanationPanel(x) {
+  const scored = x.f1 != null;
+  const scores = scored
+    ? h("table", { class: "explain-scores" }, h("tbody", {}, h("tr", {}, SCORES.map(([key, name, hint]) => [h("th", { scope: "row", title: hint }, name), h("td", { class: "num", "data-score": key }, fmt(x[key], 3))]))))
+    : h("p", { class: "muted" }, "Not scored: no held-out example of this latent.");
+  return section("Explanation (N2G)",
+    h("p", { class: "caption muted" }, "Patterns built as OpenAI's N2G builds them from the top and random examples: the shortest suffix keeping half the activation, tokens whose replacement keeps over half of it shown as ⟨any⟩. A pattern predicts the activation after the arrow at its last token; the longest matching pattern wins. Scored on held-out examples and windows where the latent is silent; tokens the explanation predicts are underlined in blue in the examples below."),
+    scores,
+    h("div", { class: "patterns" }, x.patterns.map(patternRow)));
+}
+
 export function renderLatent(r, { link, title, subtitle }) {
   const max = r.max_act || Math.max(0, ...r.top.map((e) => e.act ?? 0));
   const parts = [h("h1", {}, title), subtitle ? h("p", { class: "muted" }, subtitle) : null];
@@ -126,6 +157,7 @@ export function renderLatent(r, { link, title, subtitle }) {
       h("ul", { class: "neighbours" }, r.neighbours.map(([id, cos]) => h("li", {}, h("a", { href: link(id) }, `#${id}`), " ", h("span", { class: "muted" }, `cos ${fmt(cos, 3)}`))))));
   }
   parts.push(h("div", { class: "grid" }, h("div", {}, left), h("div", {}, right)));
+  if (r.explanation) parts.push(explanationPanel(r.explanation));
   parts.push(section(`Top activations (${r.top.length})`, topExamples(r.top, max)));
   if (r.intervals?.length) {
     const kind = r.intervalKind === "equal_width" ? "equal-width intervals of [0, max]" : r.intervalKind === "quantile" ? "quantile intervals of a random sample of positive activations" : `intervals (${r.intervalKind ?? "kind not stated"})`;

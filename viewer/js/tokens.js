@@ -69,14 +69,17 @@ export function heatmap(example, max, lossScale = 0) {
     const kl = example.kl?.[i];
     if (loss != null) lines.push(`loss change with latent removed ${signed(loss, 3)} nats`);
     if (kl != null) lines.push(`KL ${fmt(kl, 3)} nats`);
+    const predicted = example.predicted?.[i];
+    if (predicted != null) lines.push(`explanation predicts ${fmt(predicted, 3)}`);
     const span = h(
       "span",
       {
-        class: "tok" + (i === example.idx ? " sel" : "") + (piece.includes("\n") ? " nl" : ""),
+        class: "tok" + (i === example.idx ? " sel" : "") + (piece.includes("\n") ? " nl" : "") + (predicted > 0 ? " pred" : ""),
         title: lines.join("\n"),
         "data-act": act,
         "data-loss-diff": loss,
         "data-kl": kl,
+        "data-predicted": predicted,
       },
       visible(piece) || "\u2205",
     );

@@ -1,0 +1,448 @@
+"""N2G explanations of latents, as OpenAI's `create_n2g_explanation` builds them
+(`sparse_autoencoder/explanations.py` in openai/sparse_autoencoder), batched across latents,
+and scored on examples that did not build them.
+
+Building, per latent, from its top and random examples (in that order):
+1. each example is cut after its selected token;
+2. the shortest suffix whose activation at that token is at least half the stored one (the
+   whole cut window if none is);
+3. the start test: with the padding token put before the suffix, an activation below half the
+   stored one means the pattern needs the sequence's start (`^`);
+4. each token's saliency, `1 - act with that token replaced by the padding token / the
+   suffix's act`; tokens below 0.5 become wildcards;
+5. the tokens go into a trie in reverse order; the node reached holds the suffix's act (a later
+   example reaching the same node overwrites it, as OpenAI's).
+Predicting at a token walks the trie back from it, the exact token before the wildcard and no
+backtracking; `^` matches only when the walk reaches the start of a sequence that begins its
+context. OpenAI's walk stops at the first node holding an activation; saelab's goes on and
+predicts the deepest one (`Explanation.predict` says why; `deepest=False` is OpenAI's).
+
+Forwards: every step (one suffix length, the start test, the saliencies) is one batch of short
+sequences for all examples of many latents, grouped by length (no padding needed), each run
+as BOS + tokens when the data's contexts begin with BOS (so the attention sink is there and
+`^` means "right after BOS", where the contexts' windows begin), up to the hooked block only,
+then through the SAE's own encode (TopK across all latents).
+
+Choices where OpenAI is silent:
+- Padding token: OpenAI's is GPT-2's `" _"` (4808). For another tokenizer, its single token
+  for `" _"`, else for `"_"` (the byte tokenizer's and the tiny model's: 62 and 63), else
+  `explain.padding_token` must be given.
+- Scoring (OpenAI's repository has none): for each latent, the held-out windows are its
+  reservoir examples (a uniform sample of its positive events) that did not build the
+  explanation and show a different window from every one that did, plus as many windows of
+  random contexts where it is silent throughout; over every token of them, precision and
+  recall of "predicted > 0" against "activation > 0", their F1 and the Pearson correlation of
+  predicted with actual values. Precision is 0 when nothing is predicted, F1 0 when both are,
+  the correlation 0 when either side is constant. A latent with no held-out positive window is
+  explained but not scored. The windows' first tokens are predicted from the window alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from saelab.errors import UserError
+from saelab.evals.base import RunContext
+from saelab.export.sets import Sets, distinct
+
+ANY, START, LEAF = "*", "^", "act"  # trie keys besides token ids
+
+# The activation of latent `latents[i]` at the last token of `seqs[i]`, for every i.
+LatentFn = Callable[[list[list[int]], list[int]], Sequence[float]]
+
+
+class Explanation:
+    """One latent's N2G trie: token ids (or `ANY`) from the firing token backwards, `START` for
+    a pattern that must begin its sequence, `LEAF` holding the predicted activation."""
+
+    def __init__(self) -> None:
+        self.trie: dict = {}
+
+    def insert(self, tokens: Sequence[int | None], start: bool, act: float) -> None:
+        """A pattern in reading order (None: any token), ending at the token that fires."""
+        node = self.trie
+        for token in reversed(tokens):
+            node = node.setdefault(ANY if token is None else int(token), {})
+        if start:
+            node = node.setdefault(START, {})
+        node[LEAF] = float(act)
+
+    def predict(
+        self, tokens: Sequence[int], at_start: bool = True, deepest: bool = True
+    ) -> list[float]:
+        """The predicted activation at each token; `at_start`: `tokens[0]` begins its context.
+
+        The walk back from each token takes the exact token before the wildcard and never
+        backtracks. `deepest=False` is OpenAI's `predict`: the first node holding an activation
+        ends it. That hides every longer pattern ending as a shorter one does (with "B" -> 0.4
+        in the trie, "A B" -> 1.0 is never predicted), so by default the same walk goes on to
+        its end and predicts the deepest node holding an activation it passed."""
+        predicted = []
+        for i in range(len(tokens)):
+            node, value = self.trie, 0.0
+            for j in range(i, -1, -1):
+                node = node.get(tokens[j], node.get(ANY))
+                if node is None:
+                    break
+                if LEAF in node:
+                    value = node[LEAF]
+                    if not deepest:
+                        break
+                if j == 0 and at_start and START in node:
+                    value = node[START][LEAF]
+            predicted.append(value)
+        return predicted
+
+    def patterns(self) -> list[dict[str, Any]]:
+        """The trie's patterns, largest activation first: `tokens` in reading order (None: any
+        token), `start`, `act`; `from_patterns` rebuilds the trie."""
+        found: list[dict[str, Any]] = []
+
+        def walk(node: dict, suffix: list) -> None:
+            if LEAF in node:
+                found.append(pattern(suffix, False, node[LEAF]))
+            if START in node:
+                found.append(pattern(suffix, True, node[START][LEAF]))
+            for key, child in node.items():
+                if key not in (START, LEAF):
+                    walk(child, [*suffix, key])
+
+        def pattern(suffix: list, start: bool, act: float) -> dict[str, Any]:
+            tokens = [None if key == ANY else key for key in reversed(suffix)]
+            return {"tokens": tokens, "start": start, "act": round(act, 4)}
+
+        walk(self.trie, [])
+        return sorted(found, key=lambda p: -p["act"])
+
+    @classmethod
+    def from_patterns(cls, patterns: list[dict[str, Any]]) -> Explanation:
+        explanation = cls()
+        for p in patterns:
+            explanation.insert(p["tokens"], p["start"], p["act"])
+        return explanation
+
+    def tokens(self) -> set[int]:
+        """Every token id the patterns name (not the wildcards)."""
+        return {t for p in self.patterns() for t in p["tokens"] if t is not None}
+
+
+@dataclass
+class Example:
+    """A building example: `tokens` up to and including the selected token, whose stored
+    activation is `act`."""
+
+    latent: int
+    tokens: list[int]
+    act: float
+
+
+def build(latent_acts: LatentFn, examples: list[Example], padding: int) -> dict[int, Explanation]:
+    """Every latent's explanation from its examples (steps 1-5 above): one `latent_acts` call
+    per suffix length, one for the start test, one for the saliencies, each for all examples."""
+    suffixes = minimal_suffixes(latent_acts, examples)
+    latents = [e.latent for e in examples]
+    padded = latent_acts([[padding, *tokens] for tokens, _ in suffixes], latents)
+    seqs, owner = [], []
+    for i, (tokens, _) in enumerate(suffixes):
+        for j in range(len(tokens)):
+            seqs.append([*tokens[:j], padding, *tokens[j + 1 :]])
+            owner.append(i)
+    replaced = latent_acts(seqs, [latents[i] for i in owner])
+    saliencies: list[list[float]] = [[] for _ in examples]
+    for i, act in zip(owner, replaced, strict=True):
+        saliencies[i].append(1 - act / suffixes[i][1])
+    explanations: dict[int, Explanation] = {}
+    for e, (tokens, act), pad_act, saliency in zip(
+        examples, suffixes, padded, saliencies, strict=True
+    ):
+        pattern = [t if s >= 0.5 else None for t, s in zip(tokens, saliency, strict=True)]
+        needs_start = pad_act / e.act < 0.5
+        explanations.setdefault(e.latent, Explanation()).insert(pattern, needs_start, act)
+    return explanations
+
+
+def minimal_suffixes(latent_acts: LatentFn, examples: list[Example]) -> list[tuple[list, float]]:
+    """(suffix, its activation) of each example: the shortest suffix keeping at least half the
+    stored activation, tried shortest first, one batched call per length."""
+    found: list[tuple[list, float]] = [([], 0.0)] * len(examples)
+    pending, length = list(range(len(examples))), 1
+    while pending:
+        acts = latent_acts(
+            [examples[i].tokens[-length:] for i in pending], [examples[i].latent for i in pending]
+        )
+        still = []
+        for i, act in zip(pending, acts, strict=True):
+            e = examples[i]
+            if act / e.act >= 0.5:
+                found[i] = (e.tokens[-length:], float(act))
+            elif length >= len(e.tokens):  # none keeps half: the whole window, as OpenAI's
+                found[i] = (e.tokens, e.act)
+            else:
+                still.append(i)
+        pending, length = still, length + 1
+    return found
+
+
+@dataclass
+class Window:
+    """Tokens to predict on and the latent's actual activations there."""
+
+    tokens: list[int]
+    acts: list[float]
+    at_start: bool
+
+
+def score(explanation: Explanation, windows: list[Window]) -> dict[str, float] | None:
+    """Precision, recall, F1 of predicted > 0 against actual > 0 over every token of `windows`,
+    and the correlation of the values; None without an actual positive."""
+    predicted = np.array(
+        [v for w in windows for v in explanation.predict(w.tokens, w.at_start)], dtype=np.float64
+    )
+    actual = np.array([v for w in windows for v in w.acts], dtype=np.float64)
+    fired, claimed = actual > 0, predicted > 0
+    if not fired.any():
+        return None
+    hits = float((fired & claimed).sum())
+    precision = hits / claimed.sum() if claimed.any() else 0.0
+    recall = hits / fired.sum()
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    constant = predicted.std() == 0 or actual.std() == 0
+    correlation = 0.0 if constant else float(np.corrcoef(predicted, actual)[0, 1])
+    return {"precision": precision, "recall": recall, "f1": f1, "correlation": correlation}
+
+
+# -- on a run: the model as the latent function, the export's examples, the sample, the scores --
+@dataclass(frozen=True)
+class ExplainSettings:
+    """The `explain:` options (conf/export.yaml says what each one is)."""
+
+    n_latents: int | str = 512
+    padding_token: int | None = None
+    batch_size: int = 1024
+    latents_per_step: int = 64
+    silent_contexts: int = 64
+
+    def __post_init__(self) -> None:
+        n = self.n_latents
+        if n != "all" and not (isinstance(n, int) and n > 0):
+            raise UserError(f"explain.n_latents must be a positive count or 'all', not {n!r}")
+        if min(self.batch_size, self.latents_per_step, self.silent_contexts) < 1:
+            raise UserError("explain.batch_size, latents_per_step, silent_contexts must be >= 1")
+
+
+def padding_token(tokenizer: Any, given: int | None) -> int:
+    """`given`, else the tokenizer's single token for " _" (GPT-2: 4808, OpenAI's), else for "_"."""
+    if given is not None:
+        return int(given)
+    for text in (" _", "_"):
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        if len(ids) == 1:
+            return int(ids[0])
+    raise UserError("this tokenizer has no single token for ' _' or '_': set explain.padding_token")
+
+
+class ModelLatents:
+    """The run's `LatentFn`. The forward does not depend on the latent, and examples of
+    different latents often share their windows (latents firing on the same tokens), so each
+    distinct sequence of a call runs once: grouped by length, `batch_size` at a time, as
+    BOS + tokens through the model up to the hooked block, then the SAE's encode."""
+
+    def __init__(self, run: RunContext, bos: int | None, batch_size: int) -> None:
+        self.run, self.head, self.batch_size = run, [] if bos is None else [bos], batch_size
+        self.n_sequences = self.n_forwarded = self.n_tokens = 0
+
+    @torch.no_grad()
+    def __call__(self, seqs: list[list[int]], latents: list[int]) -> np.ndarray:
+        out = np.zeros(len(seqs))
+        by_length: dict[int, dict[tuple, list[int]]] = defaultdict(lambda: defaultdict(list))
+        for i, seq in enumerate(seqs):
+            by_length[len(seq)][tuple(seq)].append(i)
+        for same_length in by_length.values():
+            distinct = list(same_length.items())
+            for start in range(0, len(distinct), self.batch_size):
+                chunk = distinct[start : start + self.batch_size]
+                tokens = torch.tensor([self.head + list(seq) for seq, _ in chunk])
+                x = self.run.activations(tokens)[:, -1].float()
+                acts, _ = self.run.sae.encode(x)
+                rows = [row for row, (_, users) in enumerate(chunk) for _ in users]
+                users = [i for _, users in chunk for i in users]
+                picked = acts[rows, [latents[i] for i in users]]
+                out[users] = picked.cpu().numpy()
+                self.n_forwarded += len(chunk)
+                self.n_tokens += tokens.numel()
+        self.n_sequences += len(seqs)
+        return out
+
+
+@dataclass
+class Explained:
+    """The explained latents' explanations and the scored latents' scores."""
+
+    explanations: dict[int, Explanation]
+    scores: dict[int, dict[str, float]]
+    padding: int
+    bos: int | None
+    seconds: float = 0.0
+    n_sequences: int = 0  # short sequences asked for
+    n_forwarded: int = 0  # ... of which distinct (run)
+    n_tokens: int = 0  # tokens forwarded
+    patterns: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def results(self) -> dict[str, float]:
+        """`explain/precision`, `recall`, `f1`, `correlation`: means over the scored latents."""
+        out = {"explain/n_latents": float(len(self.scores))}
+        for key in ("precision", "recall", "f1", "correlation"):
+            values = [s[key] for s in self.scores.values()]
+            out[f"explain/{key}"] = float(np.mean(values)) if values else 0.0
+        out["explain/n_explained"] = float(len(self.explanations))
+        out["explain/seconds"] = round(self.seconds, 3)
+        out["explain/tokens_forwarded"] = float(self.n_tokens)
+        return out
+
+    def record(self, latent: int) -> dict[str, Any] | None:
+        """The latent record's `explanation` (docs/export-format.md)."""
+        if latent not in self.explanations:
+            return None
+        if latent not in self.patterns:
+            self.patterns[latent] = self.explanations[latent].patterns()
+        scores = self.scores.get(latent)
+        rounded = {k: round(v, 4) for k, v in scores.items()} if scores else {}
+        return {"patterns": self.patterns[latent], "padding_token": self.padding, **rounded}
+
+    def predict_example(self, latent: int, example: dict[str, Any]) -> list[float]:
+        """The prediction at each token of an exported example (0 at a context's BOS)."""
+        tokens, _, at_start, dropped = unwrap(example, self.bos)
+        predicted = self.explanations[latent].predict(tokens, at_start)
+        return [0.0] * dropped + [round(v, 4) for v in predicted]
+
+
+def unwrap(example: dict[str, Any], bos: int | None) -> tuple[list[int], list[float], bool, int]:
+    """An exported example's (tokens, acts, whether it begins its context, tokens dropped): a
+    context's leading BOS is dropped, since every forward here adds its own."""
+    tokens, acts = example["tokens"], example["acts"]
+    at_start = example["pos"] == example["idx"]
+    if at_start and bos is not None and tokens and tokens[0] == bos:
+        return tokens[1:], acts[1:], True, 1
+    return tokens, acts, at_start, 0
+
+
+def sample_latents(fired: np.ndarray, n: int | str, seed: int) -> np.ndarray:
+    """The alive latents, or a seeded sample of `n` of them (sorted)."""
+    alive = np.flatnonzero(fired > 0)
+    if n == "all" or n >= len(alive):
+        return alive
+    return np.sort(np.random.default_rng(seed).choice(alive, int(n), replace=False))
+
+
+def explain_latents(
+    run: RunContext,
+    settings: ExplainSettings,
+    top: Sets,
+    reservoir: Sets,
+    n_random: int,
+    fired: np.ndarray,
+) -> Explained:
+    """Explain a sample of the alive latents (`settings.n_latents`) from the export's top and
+    first `n_random` distinct reservoir examples; score each on its other reservoir windows
+    and as many silent windows."""
+    started = time.perf_counter()
+    bos = run.model.tokenizer.bos_token_id if run.data.prepend_bos else None
+    padding = padding_token(run.model.tokenizer, settings.padding_token)
+    latents = sample_latents(fired, settings.n_latents, run.seed)
+    model_fn = ModelLatents(run, bos, settings.batch_size)
+    silent = SilentWindows(run, bos, latents, settings.silent_contexts, top.tokens.shape[2])
+    explanations: dict[int, Explanation] = {}
+    scores: dict[int, dict[str, float]] = {}
+    bar = tqdm(total=len(latents), desc="explain latents (N2G)", unit="latent", leave=False)
+    for start in range(0, len(latents), settings.latents_per_step):
+        chunk = latents[start : start + settings.latents_per_step]
+        examples, held_out = [], {}
+        for latent in chunk.tolist():
+            built, held_out[latent] = split_examples(latent, top, reservoir, n_random, bos)
+            examples += built
+        explanations.update(build(model_fn, examples, padding))
+        for latent in chunk.tolist():
+            if latent in explanations and held_out[latent]:
+                windows = held_out[latent] + silent.windows(latent, len(held_out[latent]))
+                found = score(explanations[latent], windows)
+                if found is not None:
+                    scores[latent] = found
+        bar.update(len(chunk))
+    bar.close()
+    seconds = time.perf_counter() - started
+    return Explained(explanations, scores, padding, bos, seconds, model_fn.n_sequences,
+                     model_fn.n_forwarded, model_fn.n_tokens)  # fmt: skip
+
+
+def split_examples(
+    latent: int, top: Sets, reservoir: Sets, n_random: int, bos: int | None
+) -> tuple[list[Example], list[Window]]:
+    """A latent's building examples (its top, then its first `n_random` distinct reservoir
+    windows, as the export shows them) and its held-out windows (the other reservoir windows
+    whose window key no building example has)."""
+    top_slots = np.flatnonzero(top.valid[latent])
+    sampled = distinct(reservoir, latent, np.flatnonzero(reservoir.valid[latent]))
+    chosen = [top.example(latent, int(s)) for s in top_slots]
+    chosen += [reservoir.example(latent, int(s)) for s in sampled[:n_random]]
+    examples = []
+    for example in chosen:
+        tokens, _, _, dropped = unwrap(example, bos)
+        idx = example["idx"] - dropped
+        examples.append(Example(latent, tokens[: idx + 1], example["act"]))
+    used = set(top.key[latent, top_slots].tolist()) | set(
+        reservoir.key[latent, sampled[:n_random]].tolist()
+    )
+    held_out = []
+    for slot in sampled[n_random:]:
+        if int(reservoir.key[latent, slot]) in used:
+            continue
+        tokens, acts, at_start, _ = unwrap(reservoir.example(latent, int(slot)), bos)
+        held_out.append(Window(tokens, acts, at_start))
+    return examples, held_out
+
+
+class SilentWindows:
+    """Windows of `width` tokens cut from a seeded sample of the run's contexts (after BOS),
+    and for each explained latent the windows where it never fires."""
+
+    def __init__(
+        self, run: RunContext, bos: int | None, latents: np.ndarray, n_contexts: int, width: int
+    ) -> None:
+        contexts = run.data.tokens
+        generator = torch.Generator().manual_seed(run.seed + 1)
+        picked = torch.randperm(len(contexts), generator=generator)[:n_contexts]
+        first = 1 if bos is not None else 0
+        starts = list(range(first, contexts.shape[1] - width + 1, width))
+        self.windows_tokens: list[list[int]] = []
+        self.at_start: list[bool] = []
+        fired = []  # [contexts, windows, explained latents]
+        ids = torch.as_tensor(latents, device=run.device)
+        with torch.no_grad():
+            for batch in contexts[picked].split(8):
+                acts = run.activations(batch)
+                latent_acts, _ = run.sae.encode(acts.flatten(0, 1).float())
+                latent_acts = latent_acts[:, ids].view(len(batch), batch.shape[1], -1)
+                spans = torch.stack([latent_acts[:, s : s + width].amax(1) for s in starts], 1)
+                fired.append((spans > 0).cpu())
+                for row in batch.tolist():
+                    for s in starts:
+                        self.windows_tokens.append(row[s : s + width])
+                        self.at_start.append(s == first)
+        self.fired = torch.cat(fired).flatten(0, 1).numpy()  # [windows, explained latents]
+        self.column = {int(latent): i for i, latent in enumerate(latents)}
+
+    def windows(self, latent: int, n: int) -> list[Window]:
+        """Up to `n` windows where `latent` is silent throughout, in the sample's order."""
+        quiet = np.flatnonzero(~self.fired[:, self.column[latent]])[:n]
+        return [
+            Window(self.windows_tokens[i], [0.0] * len(self.windows_tokens[i]), self.at_start[i])
+            for i in quiet
+        ]
