@@ -1,6 +1,6 @@
 """saelab's SAELens files open in SAELens itself, unchanged: the hook and model they record,
 and SAELens's own encode/decode equal to saelab's. SAELens pins transformer-lens < 4, so it
-lives in a venv of its own (`.venv-saelens`, built by scripts/setup); the check runs there."""
+lives in a venv of its own (`.venv-saelens`, built by scripts/test); the check runs there."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def saelab_io(sae_dir: Path, out: Path) -> None:
 
 def test_converted_files_load_in_saelens_with_their_hook(tmp_path, monkeypatch, capsys):
     if not SAELENS_PYTHON.is_file():
-        pytest.fail(f"{SAELENS_PYTHON} is missing: run scripts/setup (it builds SAELens's venv)")
+        pytest.fail(f"{SAELENS_PYTHON} is missing: run scripts/test (it builds SAELens's venv)")
     monkeypatch.chdir(tmp_path)
     cases = tmp_path / "cases"
     # OpenAI's TopK (layer-normed inputs) and ReLU files, through `saelab convert --hook`
