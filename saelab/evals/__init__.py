@@ -1,4 +1,4 @@
-"""Evaluation plugins: the three built in, and how users' own plugins are found.
+"""Evaluation plugins: those built in, and how users' own plugins are found.
 
 Select plugins with `evals=[reconstruction,density]`; add your own by class path
 (`+evals.mine._target_=my_pkg.MyPlugin`) or, for an installed package that declares an
@@ -19,13 +19,21 @@ from saelab.evals.ablation_sparsity import AblationSparsity
 from saelab.evals.base import EvalBatch, EvalPlugin
 from saelab.evals.density import Density
 from saelab.evals.downstream import Downstream
+from saelab.evals.probe import ProbeLoss
 from saelab.evals.reconstruction import Reconstruction
 
 ENTRY_POINT_GROUP = "saelab.evals"
 
 __all__ = [
     "AblationSparsity",
-    "Density", "Downstream", "EvalBatch", "EvalPlugin", "Reconstruction", "build_plugins"]
+    "Density",
+    "Downstream",
+    "EvalBatch",
+    "EvalPlugin",
+    "ProbeLoss",
+    "Reconstruction",
+    "build_plugins",
+]
 
 
 def build_plugins(configs: dict[str, Any]) -> dict[str, EvalPlugin]:
