@@ -76,6 +76,23 @@ def test_fit_1d_matches_lbfgs_on_the_written_out_objective(balanced, layout):
     torch.testing.assert_close(held_out, fit.loss)
 
 
+def test_fit_l2_is_at_the_minimum_of_scikit_learns_objective():
+    """The gradient of sum BCE + |w|^2 / (2C), by autograd on the objective written out here,
+    vanishes at the fit (the objective is strictly convex in w and b: that is the optimum)."""
+    from saelab.evals.logistic import fit_l2
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(80, 6, generator=g) * torch.tensor([0.1, 1, 3, 1, 1, 10])
+    y = (torch.rand(80, generator=g) < torch.sigmoid(x[:, 1] - x[:, 2])).float()
+    for C in (0.1, 1.0):
+        w, b = fit_l2(x, y, C=C)
+        params = torch.cat([w, b[None]]).requires_grad_(True)
+        logits = x.double() @ params[:-1] + params[-1]
+        loss = F.binary_cross_entropy_with_logits(logits, y.double(), reduction="sum")
+        (loss + params[:-1].pow(2).sum() / (2 * C)).backward()
+        assert params.grad.abs().max() < 1e-5
+
+
 # -- probe --------------------------------------------------------------------------------
 VOCAB = 512
 TOKENIZER = byte_tokenizer(VOCAB - 1)
@@ -171,3 +188,159 @@ def test_token_task_labels_by_hand():
                 [0, 0, 0, 0, 0, 0, 0, 1, 0],  # first_letter_a
                 [1, 0, 0, 0, 0, 0, 0, 0, 0]]  # first_letter_h  # fmt: skip
     assert got.int().tolist() == expected
+
+
+# -- sparse_probing -------------------------------------------------------------------------
+def test_top_k_by_mean_difference_by_hand():
+    from saelab.evals.sparse_probing import top_k_mean_difference
+
+    x = torch.tensor([[1.0, 0.0, 3.0, 2.0], [2.0, 0.0, 3.2, 2.0], [1.0, 2.0, 3.0, 0.0],
+                      [0.0, 2.0, 3.0, 1.0]])  # fmt: skip
+    y = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    # |mean(pos) - mean(neg)| = |1.5 - 0.5|, |0 - 2|, |3.1 - 3|, |2 - 0.5| = 1, 2, 0.1, 1.5
+    assert top_k_mean_difference(x, y, 1).tolist() == [1]
+    assert top_k_mean_difference(x, y, 3).tolist() == [1, 3, 0]
+
+
+def test_sparse_probing_accuracy_by_hand():
+    """Class A against B and C on features where the answer is known: the top latent is
+    feature 0 (A's indicator on train; mean difference 1, the others 0.25 at most); on test, 3
+    of A's 4 texts and 1 of the 4 others have it, so the probe is right on 3 + 3 of 8."""
+    from saelab.evals.sparse_probing import SparseProbing, TaskActivations
+
+    labels = ["A"] * 4 + ["B"] * 4 + ["C"] * 4 + ["A"] * 4 + ["B"] * 2 + ["C"] * 2
+    test = torch.tensor([False] * 12 + [True] * 8)
+    x = torch.zeros(len(labels), 3)
+    x[:4, 0] = 1  # train: A has feature 0, B and C do not
+    x[[12, 13, 14, 16], 0] = 1  # test: 3 of A's 4, and the first B
+    x[[0, 4, 8, 12, 16, 18], 1] = 0.5  # as often in every class: no difference on train
+    x[[1, 5], 2] = 1.0  # one A and one B on train: a difference of 0.25 at most
+    task = TaskActivations(torch.zeros(1, 3), torch.zeros(1, dtype=torch.long),
+                           x, labels, test)  # fmt: skip
+    plugin = SparseProbing(datasets=[], k=[1])
+    plugin.setup(RunContext.of_sae(Autoencoder.random(3, 3)))
+    out = plugin.probes("hand", x, task, "sae")
+    assert out["sae_top_1_accuracy"]["A"] == pytest.approx(6 / 8)
+
+
+def test_task_activations_mask_special_tokens_and_padding(tiny_model):
+    """Each text's rows equal its own forward without padding, BOS excluded; the pooled
+    value is their mean."""
+    from saelab.data.labelled import LabelledTexts
+    from saelab.evals.sparse_probing import capture
+    from saelab.sources.places import Place
+
+    run = RunContext.of_sae(Autoencoder.random(32, 64), tiny_model, Place("resid_post_mlp", 1))
+    data = LabelledTexts("t", ["ab", "hello there", "x"], ["p", "q", "p"], [False, True, False])
+    task = capture(run, data, context_length=8, batch_size=2)
+    tokenizer = tiny_model.tokenizer
+    for i, text in enumerate(data.texts):
+        ids = [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"]]
+        alone = run.activations(torch.tensor([ids[:8]]))[0, 1:]
+        torch.testing.assert_close(task.acts[task.text == i], alone)
+        torch.testing.assert_close(task.pooled[i], alone.mean(0))
+    assert task.test.tolist() == [False, True, False]
+
+
+@pytest.mark.parametrize("k", [None, 4])
+def test_pooled_latents_are_each_texts_mean_of_its_tokens_latents(k):
+    from saelab.evals.sparse_probing import TaskActivations, pool_latents
+
+    g = torch.Generator().manual_seed(0)
+    sae = Autoencoder.random(16, 8, k=k)
+    acts, text = torch.randn(10, 8, generator=g), torch.tensor([0, 0, 1, 2, 2, 2, 1, 0, 2, 2])
+    task = TaskActivations(acts, text, torch.zeros(3, 8), ["a", "b", "a"], torch.zeros(3) > 0)
+    pooled = pool_latents(sae, task, chunk=3)
+    for i in range(3):
+        rows = [sae.encode(acts[j : j + 1])[0][0] for j in range(10) if text[j] == i]
+        torch.testing.assert_close(pooled[i], sum(rows) / len(rows))
+
+
+# -- SAEBench's hub datasets, from a local fake of the hub ------------------------------------
+def fake_hub(monkeypatch, splits: dict) -> list[dict]:
+    """`datasets.load_dataset` streaming local rows: `splits[(config, split)]`."""
+    import datasets
+
+    calls: list[dict] = []
+
+    def load_dataset(path, name=None, split=None, **kwargs):
+        calls.append({"path": path, "name": name, "split": split, **kwargs})
+        rows = splits[name, split]
+        columns = {key: [row[key] for row in rows] for key in rows[0]}
+        return datasets.Dataset.from_dict(columns).to_iterable_dataset(num_shards=2)
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return calls
+
+
+def texts_of(data, held_out: bool, label: str | None = None) -> list[str]:
+    rows = zip(data.texts, data.labels, data.test, strict=True)
+    return [t for t, c, test in rows if test == held_out and label in (None, c)]
+
+
+def test_ag_news_reads_each_chosen_class_from_train_and_test(monkeypatch):
+    from saelab.data import labelled
+
+    def rows(split, n):
+        return [{"text": f"{split} {i} class {i % 5}", "label": i % 5} for i in range(n)]
+
+    calls = fake_hub(monkeypatch, {(None, "train"): rows("train", 60),
+                                   (None, "test"): rows("test", 40)})  # fmt: skip
+    data = labelled.load("fancyzhx/ag_news", n_train=6, n_test=3)
+    assert data.classes == ["0", "1", "2", "3"]  # SAEBench's chosen classes: not class 4
+    for c in data.classes:
+        assert texts_of(data, False, c) == [f"train {i} class {c}" for i in range(int(c), 30, 5)]
+        assert texts_of(data, True, c) == [f"test {i} class {c}" for i in range(int(c), 15, 5)]
+    assert {call["path"] for call in calls} == {"fancyzhx/ag_news"}
+    assert all(call["streaming"] for call in calls)
+
+
+def test_bias_in_bios_is_balanced_by_gender(monkeypatch):
+    from saelab.data import labelled
+
+    rows = [{"hard_text": f"bio {i}", "profession": [0, 1, 2, 6, 9][i % 5],
+             "gender": int(i % 7 == 0)} for i in range(2000)]  # fmt: skip
+    fake_hub(monkeypatch, {(None, "train"): rows, (None, "test"): rows})
+    data = labelled.load("LabHC/bias_in_bios_class_set1", n_train=10, n_test=4)
+    by_text = {row["hard_text"]: row for row in rows}
+    for c in data.classes:
+        genders = [by_text[t]["gender"] for t in texts_of(data, False, c)]
+        assert sorted(genders) == [0] * 5 + [1] * 5
+
+
+def test_a_stream_too_short_says_which_classes_ran_out(monkeypatch):
+    from saelab.data import labelled
+    from saelab.errors import UserError
+
+    rows = [{"text": "t", "label": i % 4} for i in range(12)]
+    fake_hub(monkeypatch, {(None, "train"): rows, (None, "test"): rows})
+    with pytest.raises(UserError, match="ran out with too few texts per class"):
+        labelled.load("fancyzhx/ag_news", n_train=5, n_test=1)
+
+
+def test_hub_task_offline_is_one_clear_line(monkeypatch):
+    import datasets
+
+    from saelab.data import labelled
+    from saelab.errors import UserError
+
+    def load_dataset(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'fancyzhx/ag_news' on the Hub (ConnectError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    with pytest.raises(UserError) as info:
+        labelled.load("fancyzhx/ag_news")
+    message = str(info.value)
+    assert "offline? use the bundled tasks" in message and "\n" not in message
+    with pytest.raises(UserError, match="unknown labelled task 'nope'"):
+        labelled.load("nope")
+
+
+def test_bundled_tasks_are_split_by_passage():
+    from saelab.data import labelled
+
+    for name in labelled.BUNDLED:
+        data = labelled.load(name)
+        assert len(data.classes) >= 4
+        train, held_out = set(texts_of(data, False)), set(texts_of(data, True))
+        assert train and held_out and not train & held_out

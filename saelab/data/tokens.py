@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -97,7 +98,8 @@ class HubText(TextSource):
     def documents(self, seed: int) -> Iterator[str]:
         import datasets
 
-        try:
+        hint = "offline? use data=text_files data.source.paths=[...] or data=random_tokens"
+        with hub_errors(self.path, self.revision, hint, key="data.source"):
             stream = datasets.load_dataset(
                 self.path, split=self.split, streaming=True, revision=self.revision
             )
@@ -110,25 +112,37 @@ class HubText(TextSource):
                 stream = stream.shuffle(seed=seed, buffer_size=self.shuffle_buffer)
             for row in stream:
                 yield row[self.text_field]
-        except RuntimeError as error:
-            if "Dataset scripts are no longer supported" not in str(error):
-                raise
-            raise UserError(
-                f"{self.path} is a script-based dataset, which datasets>=4 no longer runs: "
-                "use its Parquet conversion, data.source.revision=refs/convert/parquet "
-                "(the default for OpenWebText), or a dataset without a script"
-            ) from None
-        except FileNotFoundError as error:  # datasets' DatasetNotFoundError, missing revisions
-            raise UserError(
-                f"could not find {self.path} (revision {self.revision or 'main'}) on the Hugging "
-                f"Face hub ({first_line(error)}); check data.source.path and data.source.revision"
-            ) from None
-        except (ConnectionError, OSError) as error:
-            raise UserError(
-                f"could not stream {self.path} from the Hugging Face hub "
-                f"({first_line(error)}); offline? use data=text_files "
-                "data.source.paths=[...] or data=random_tokens"
-            ) from None
+
+
+@contextmanager
+def hub_errors(
+    path: str, revision: str | None, offline_hint: str, key: str | None = None
+) -> Iterator[None]:
+    """Failures of `datasets` reading `path` from the hub as one line each: a script-based
+    dataset, a missing dataset or revision, no network (`offline_hint` says what to do).
+    `key`: the config node that names the dataset, if one does."""
+    try:
+        yield
+    except RuntimeError as error:
+        if "Dataset scripts are no longer supported" not in str(error):
+            raise
+        revision_key = f"{key}.revision=" if key else "revision "
+        raise UserError(
+            f"{path} is a script-based dataset, which datasets>=4 no longer runs: "
+            f"use its Parquet conversion, {revision_key}refs/convert/parquet "
+            "(the default for OpenWebText), or a dataset without a script"
+        ) from None
+    except FileNotFoundError as error:  # datasets' DatasetNotFoundError, missing revisions
+        check = f"; check {key}.path and {key}.revision" if key else ""
+        raise UserError(
+            f"could not find {path} (revision {revision or 'main'}) on the Hugging "
+            f"Face hub ({first_line(error)}){check}"
+        ) from None
+    except (ConnectionError, OSError) as error:
+        raise UserError(
+            f"could not stream {path} from the Hugging Face hub "
+            f"({first_line(error)}); {offline_hint}"
+        ) from None
 
 
 class TextFiles(TextSource):

@@ -21,6 +21,7 @@ from saelab.evals.density import Density
 from saelab.evals.downstream import Downstream
 from saelab.evals.probe import ProbeLoss
 from saelab.evals.reconstruction import Reconstruction
+from saelab.evals.sparse_probing import SparseProbing
 
 ENTRY_POINT_GROUP = "saelab.evals"
 
@@ -32,6 +33,7 @@ __all__ = [
     "EvalPlugin",
     "ProbeLoss",
     "Reconstruction",
+    "SparseProbing",
     "build_plugins",
 ]
 

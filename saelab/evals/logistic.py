@@ -228,25 +228,26 @@ class _Chunk:
 
 
 def fit_l2(
-    x: Tensor, y: Tensor, C: float = 1.0, max_iter: int = 200, tol: float = 1e-6
+    x: Tensor, y: Tensor, C: float = 1.0, max_iter: int = 500, tol: float = 1e-6
 ) -> tuple[Tensor, Tensor]:
     """(w [D], b): minimises `sum_n BCE(x_n . w + b, y_n) + |w|^2 / (2 C)`, scikit-learn's
-    `LogisticRegression(C=C)` objective (SAEBench's probes), by L-BFGS in float64."""
-    x, y = x.double(), y.double()
-    w = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device, requires_grad=True)
-    b = torch.zeros((), dtype=torch.float64, device=x.device, requires_grad=True)
+    `LogisticRegression(C=C)` objective (SAEBench's probes), by L-BFGS in float64. The
+    gradient is written out (no autograd: this runs inside Lightning's inference mode)."""
+    x, y = x.double(), y.double().to(x.device)
+    params = torch.zeros(x.shape[1] + 1, dtype=torch.float64, device=x.device)
+    params.grad = torch.zeros_like(params)
     optimizer = torch.optim.LBFGS(
-        [w, b], max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-12,
+        [params], max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-12,
         history_size=20, line_search_fn="strong_wolfe",
     )  # fmt: skip
 
     def closure() -> Tensor:
-        optimizer.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(x @ w + b, y, reduction="sum")
-        loss = loss + w.pow(2).sum() / (2 * C)
-        loss.backward()
-        return loss
+        w, b = params[:-1], params[-1]
+        z = x @ w + b
+        residual = torch.sigmoid(z) - y
+        params.grad[:-1] = x.T @ residual + w / C
+        params.grad[-1] = residual.sum()
+        return (F.softplus(z) - y * z).sum() + w.pow(2).sum() / (2 * C)
 
-    with torch.enable_grad():
-        optimizer.step(closure)
-    return w.detach(), b.detach()
+    optimizer.step(closure)
+    return params[:-1].clone(), params[-1].clone()
