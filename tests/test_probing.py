@@ -57,7 +57,7 @@ def test_fit_1d_matches_lbfgs_on_the_written_out_objective(balanced, layout):
     else:
         rows, cols = x.nonzero(as_tuple=True)
         columns = Columns.sparse(rows, cols, x[rows, cols], n, n_features)
-    fit = fit_1d(columns, y, balanced=balanced, ridge=1e-3, max_iter=100, tol=1e-7,
+    fit = fit_1d(columns, y, balanced=balanced, ridge=1e-3, max_iter=100, tol=1e-12,
                  dtype=torch.float64)  # fmt: skip
     for t in range(n_tasks):
         yt = y[t].double()
@@ -344,3 +344,41 @@ def test_bundled_tasks_are_split_by_passage():
         assert len(data.classes) >= 4
         train, held_out = set(texts_of(data, False)), set(texts_of(data, True))
         assert train and held_out and not train & held_out
+
+
+# -- in a sweep -----------------------------------------------------------------------------
+def test_sweep_with_both_plugins_captures_each_hooks_task_texts_once(tmp_path, monkeypatch):
+    """The tiny zoo (6 SAEs at 5 hooks; two at resid_post_mlp 2) in one sweep: every SAE gets
+    the probing results, and the task texts go through the model once per hook."""
+    import json
+    from collections import Counter
+
+    from saelab.cli import main
+    from saelab.evals import sparse_probing
+
+    sparse_probing._CACHE.clear()
+    forwards: Counter = Counter()
+    original = RunContext.activations
+
+    def counted(self, tokens):
+        forwards[self.hook] += 1
+        return original(self, tokens)
+
+    monkeypatch.setattr(RunContext, "activations", counted)
+    root = tmp_path / "sweep"
+    main(["sweep", "experiment=tiny_all", "logger=none", "data.n_tokens=4096",
+          "evals=[reconstruction,density,probe,sparse_probing]",
+          "evals.sparse_probing.datasets=[shakespeare_speaker]",
+          "evals.sparse_probing.max_train=8", "evals.sparse_probing.max_test=4",
+          "evals.sparse_probing.batch_size=32", "evals.probe.max_tokens=2048",
+          "evals.probe.tasks=[capitalised,newline,punctuation]",
+          f"hydra.run.dir={root}"])  # fmt: skip
+    rows = json.loads((root / "sweep.json").read_text())
+    assert len(rows) == 6
+    for row in rows:
+        assert 0 < row["probe/loss"] < 1 and row["probe/tasks"] == 3
+        assert 0 <= row["sparse_probing/sae_top_1_accuracy"] <= 1
+        assert (root / row["run"] / "probe_tasks.json").is_file()
+        assert (root / row["run"] / "sparse_probing.json").is_file()
+    # 4 classes x 12 texts = 48 texts: two batches of 32, once at each of the 5 hooks
+    assert len(forwards) == 5 and set(forwards.values()) == {2}

@@ -153,11 +153,13 @@ class SparseProbing(EvalPlugin):
         return out
 
     def save_artifacts(self, results: dict[str, float | Tensor], out_dir: Path) -> list[Path]:
+        mine = {k.removeprefix("sparse_probing/"): v for k, v in results.items()
+                if k.startswith("sparse_probing/")}  # fmt: skip
         record = {
             "definition": "SAEBench sparse probing: mean-pooled texts, one-vs-rest per class, "
             "top-k latents by |difference of class means| on train, L2 logistic regression "
             "(C=1), test accuracy (saelab.evals.sparse_probing)",
-            "results": {k.removeprefix("sparse_probing/"): v for k, v in results.items()},
+            "results": mine,
             "tasks": self.details,
         }
         return [write_json(out_dir / "sparse_probing.json", record)]
