@@ -382,3 +382,30 @@ def test_sweep_with_both_plugins_captures_each_hooks_task_texts_once(tmp_path, m
         assert (root / row["run"] / "sparse_probing.json").is_file()
     # 4 classes x 12 texts = 48 texts: two batches of 32, once at each of the 5 hooks
     assert len(forwards) == 5 and set(forwards.values()) == {2}
+
+
+def test_trained_sae_beats_a_random_one_on_probe_loss():
+    """A real signal: on the tiny model, the bundled layer-2 TopK SAE's latents probe the token
+    tasks better than those of a random SAE of its shape (one pass for both)."""
+    import lightning as L
+
+    from saelab.data.tokens import Bundled, TokenDataModule
+    from saelab.evals.evaluator import Evaluation, probe
+    from saelab.formats.base import Checkpoint
+    from saelab.sae.checkpoints import Bundled as BundledSAEs
+    from saelab.sources.models import bundled
+    from saelab.sources.places import Place
+
+    model, place = bundled("tiny"), Place("resid_post_mlp", 2)
+    data = TokenDataModule(Bundled("val"), n_tokens=4096, batch_size=32)
+    data.prepare(model.tokenizer, model.vocab_size, model.n_ctx)
+    trained = BundledSAEs(model="tiny", family="topk").load(place)
+    shape = (trained.sae.n_latents, trained.sae.n_inputs)
+    random = Checkpoint(Autoencoder.random(*shape, k=trained.sae.k), None, "memory")
+    probes = [probe(RunContext(model, place, checkpoint, data), {"probe": ProbeLoss()})
+              for checkpoint in (trained, random)]  # fmt: skip
+    evaluation = Evaluation(model, probes)
+    L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+              use_distributed_sampler=False).test(evaluation, datamodule=data, verbose=False)  # fmt: skip
+    ours, theirs = (results["probe/loss"] for results in evaluation.results)
+    assert ours < theirs - 0.01 < 0.693
