@@ -95,10 +95,15 @@ def main() -> None:
     both = evaluate(model, data, saes, plugins)
     result = {
         "setup": {
-            "model": "random_gpt2 (GPT-2 small shape)", "sae": "TopK 768 -> 32768, k=32",
-            "hook": PLACE.name, "n_tokens": args.n_tokens, "probe_tokens": args.n_tokens,
-            "sparse_probing_tasks": tasks, "max_train": args.max_train,
-            "max_test": args.max_test, "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "model": "random_gpt2 (GPT-2 small shape)",
+            "sae": "TopK 768 -> 32768, k=32",
+            "hook": PLACE.name,
+            "n_tokens": args.n_tokens,
+            "probe_tokens": args.n_tokens,
+            "sparse_probing_tasks": tasks,
+            "max_train": args.max_train,
+            "max_test": args.max_test,
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
             "torch_threads": torch.get_num_threads(),
         },
         "seconds": {

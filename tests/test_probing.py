@@ -405,7 +405,8 @@ def test_trained_sae_beats_a_random_one_on_probe_loss():
     probes = [probe(RunContext(model, place, checkpoint, data), {"probe": ProbeLoss()})
               for checkpoint in (trained, random)]  # fmt: skip
     evaluation = Evaluation(model, probes)
-    L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
-              use_distributed_sampler=False).test(evaluation, datamodule=data, verbose=False)  # fmt: skip
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        use_distributed_sampler=False)  # fmt: skip
+    trainer.test(evaluation, datamodule=data, verbose=False)
     ours, theirs = (results["probe/loss"] for results in evaluation.results)
     assert ours < theirs - 0.01 < 0.693
