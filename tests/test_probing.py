@@ -218,7 +218,7 @@ def test_sparse_probing_accuracy_by_hand():
     task = TaskActivations(torch.zeros(1, 3), torch.zeros(1, dtype=torch.long),
                            x, labels, test)  # fmt: skip
     plugin = SparseProbing(datasets=[], k=[1])
-    plugin.setup(RunContext.of_sae(Autoencoder.random(3, 3)))
+    plugin.setup(RunContext.of_sae(Autoencoder.random(3, 3), model=SimpleNamespace(n_ctx=64)))
     out = plugin.probes("hand", x, task, "sae")
     assert out["sae_top_1_accuracy"]["A"] == pytest.approx(6 / 8)
 

@@ -40,6 +40,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from saelab.data import labelled
+from saelab.errors import UserError
 from saelab.evals.base import EvalBatch, EvalPlugin, RunContext
 from saelab.evals.logistic import fit_l2
 from saelab.io import write_json
@@ -93,6 +94,11 @@ class SparseProbing(EvalPlugin):
         self.C, self.cache_bytes = C, float(cache_bytes)
 
     def setup(self, run: RunContext) -> None:
+        if self.context_length > run.model.n_ctx:
+            raise UserError(
+                f"evals.sparse_probing.context_length={self.context_length} exceeds the "
+                f"model's context ({run.model.n_ctx} tokens)"
+            )
         self.run = run
 
     def update(self, batch: EvalBatch) -> None:
