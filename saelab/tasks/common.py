@@ -33,6 +33,9 @@ def quiet_console(verbose: bool) -> None:
     if verbose:
         return
     os.environ.setdefault("WANDB_SILENT", "true")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # "Loading weights" on every model load
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         library = logging.getLogger(name)  # Lightning writes to its own stderr handler
         for handler in list(library.handlers):
