@@ -397,6 +397,16 @@ def test_training_from_the_activation_cache_matches_training_live(tmp_path, monk
             monkeypatch, tmp_path, capsys,
         )  # fmt: skip
         assert f"was written for {field}=" in line and "another train.activation_cache" in line
+    # a damaged cache is one line that says to rewrite it, not a traceback or wrong training
+    array = cache / "blocks.0.hook_resid_post.npy"
+    array.write_bytes(array.read_bytes()[: array.stat().st_size // 2])
+    line = run_in_process([*args, "run_name=cut", f"train.activation_cache={cache}"],
+                          monkeypatch, tmp_path, capsys)  # fmt: skip
+    assert "hook_resid_post.npy is truncated or corrupt" in line and "delete" in line
+    (cache / "manifest.json").write_text('{"format": "saelab-activ')
+    line = run_in_process([*args, "run_name=cut2", f"train.activation_cache={cache}"],
+                          monkeypatch, tmp_path, capsys)  # fmt: skip
+    assert "manifest.json is truncated or corrupt" in line
 
 
 def test_an_activation_cache_that_cannot_be_created_is_one_line(tmp_path, monkeypatch, capsys):
