@@ -35,6 +35,7 @@ def provenance(run: RunContext, n_tokens: int, **timing: Any) -> dict[str, Any]:
     evaluated (over all ranks), versions."""
     return {
         "model": run.model.name,
+        "precision": run.model.precision.name,
         "hook": run.hook,
         "layer": run.place.layer,
         "location": run.place.location,

@@ -12,7 +12,7 @@ import contextlib
 import io
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from transformers import (
 
 from saelab.errors import OFFLINE_HINT, UserError, first_line
 from saelab.sources.places import Place, every_place
+from saelab.sources.precision import Precision
 from saelab.zoo import ZOO_DIR
 
 HookFn = Callable[[Tensor, Any], Tensor]
@@ -37,11 +38,13 @@ HookFn = Callable[[Tensor, Any], Tensor]
 
 @dataclass
 class ModelSource:
-    """A language model with named hook points; `name` is recorded in results."""
+    """A language model with named hook points; `name` is recorded in results. Its forwards
+    run at `precision` (`precision=`)."""
 
     name: str
     bridge: TransformerBridge
     tokenizer: Any
+    precision: Precision = field(default_factory=Precision)
 
     @property
     def n_layers(self) -> int:
@@ -75,9 +78,10 @@ class ModelSource:
             acts[hook.name] = keep(act)
             return act
 
-        out = self.bridge.run_with_hooks(
-            tokens, fwd_hooks=[(name, capture) for name in hooks], stop_at_layer=stop_at_layer
-        )
+        with self.precision.forward(tokens.device):
+            out = self.bridge.run_with_hooks(
+                tokens, fwd_hooks=[(name, capture) for name in hooks], stop_at_layer=stop_at_layer
+            )
         # the bridge may fire a hook under its canonical name (an alias of the one asked for)
         acts = {name: acts[self.bridge.hook_dict[name].name] for name in hooks}
         return acts, (out if stop_at_layer is None else None)
@@ -128,7 +132,7 @@ class ModelSource:
         with GPT-2's architecture, whose blocks need nothing but the residual stream (learned
         positions are added before block 0; attention is causal by default).
         """
-        with self.bridge.hooks(fwd_hooks=list(hooks)):
+        with self.bridge.hooks(fwd_hooks=list(hooks)), self.precision.forward(resid_pre.device):
             x = resid_pre
             for block in self.bridge.blocks[layer:]:
                 x = block(x)

@@ -19,6 +19,7 @@ from saelab.data.activations import MANIFEST
 from saelab.errors import UserError, first_line
 from saelab.sae.autoencoder import check_k
 from saelab.sources.places import check_location
+from saelab.sources.precision import Precision, run_device
 from saelab.train.loop import check_training_checkpoint
 
 
@@ -115,6 +116,11 @@ def apply(cfg: DictConfig, rules: list[Rule], present_only: bool = False) -> Non
             raise UserError(f"{key}={value} must be {requirement}: e.g. {key}={example}")
 
 
+def check_precision(cfg: DictConfig) -> None:
+    """`precision=`: a known name, that the run's device can do."""
+    Precision.parse(cfg.precision).check(run_device(str(cfg.trainer.accelerator)))
+
+
 def check_eval(cfg: DictConfig) -> None:
     """Everything `saelab eval` can check before the SAE and the model load (location and
     layer may be left to the checkpoint, where its format records its hook)."""
@@ -123,6 +129,7 @@ def check_eval(cfg: DictConfig) -> None:
     if cfg.layer is not None and not _int(cfg.layer):
         raise UserError(f"layer must be an integer, got layer={cfg.layer!r}")
     apply(cfg, RUN_RULES + DATA_RULES)
+    check_precision(cfg)
     check_fits(cfg.data.n_tokens * TOKEN_BYTES, f"data.n_tokens={cfg.data.n_tokens}")
     export = cfg.get("export")
     if isinstance(export, DictConfig) and not _folder_name(export.get("subdir", "")):
@@ -135,6 +142,7 @@ def check_eval(cfg: DictConfig) -> None:
 def check_sweep(cfg: DictConfig) -> None:
     """Everything `saelab sweep` can check before the model loads."""
     apply(cfg, RUN_RULES + DATA_RULES)
+    check_precision(cfg)
     check_fits(cfg.data.n_tokens * TOKEN_BYTES, f"data.n_tokens={cfg.data.n_tokens}")
     budget = ("a positive number of bytes", _positive_number)
     apply(cfg, [("sweep.memory_budget", budget, "4e9")])
@@ -143,6 +151,7 @@ def check_sweep(cfg: DictConfig) -> None:
 def check_train(cfg: DictConfig) -> None:
     """Everything `saelab train` can check before the model loads."""
     apply(cfg, RUN_RULES + DATA_RULES + TRAIN_RULES)
+    check_precision(cfg)
     check_fits(cfg.train.n_tokens * TOKEN_BYTES, f"train.n_tokens={cfg.train.n_tokens}")
     if cfg.train.n_tokens < cfg.train.batch_size:
         raise UserError(

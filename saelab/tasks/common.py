@@ -11,11 +11,20 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from saelab.config import build
+from saelab.sources.models import ModelSource
+from saelab.sources.precision import Precision
 
 
 def output_dir(cfg: DictConfig) -> Path:
     """The run's directory: `paths.output_dir` (Hydra's run directory under the CLI)."""
     return Path(cfg.paths.output_dir)
+
+
+def model_source(cfg: DictConfig) -> ModelSource:
+    """The configured model, its forwards at `precision=` (checked by `tasks.checks`)."""
+    model: ModelSource = build(cfg.model)
+    model.precision = Precision.parse(cfg.precision)
+    return model
 
 
 def logger(cfg: DictConfig) -> Any:

@@ -16,9 +16,8 @@ from saelab.evals.base import EvalPlugin, RunContext
 from saelab.evals.evaluator import Evaluation, TokenRate, probe, scalar_results
 from saelab.export import Export
 from saelab.sae.checkpoints import locate
-from saelab.sources.models import ModelSource
 from saelab.tasks.checks import check_eval
-from saelab.tasks.common import close_loggers, output_dir
+from saelab.tasks.common import close_loggers, model_source, output_dir
 from saelab.tasks.common import logger as task_logger
 
 
@@ -31,7 +30,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_eval(cfg)
     L.seed_everything(cfg.seed, verbose=False)
     source = build(cfg.sae)
-    model: ModelSource = build(cfg.model)
+    model = model_source(cfg)
     place, checkpoint = locate(source, model, cfg.layer, cfg.location)
     plugins = eval_plugins(cfg)
     data = build(cfg.data)

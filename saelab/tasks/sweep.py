@@ -29,7 +29,7 @@ from saelab.sae.checkpoints import Source, places
 from saelab.sources.models import ModelSource
 from saelab.sources.places import Place
 from saelab.tasks.checks import check_sweep
-from saelab.tasks.common import close_loggers, output_dir
+from saelab.tasks.common import close_loggers, model_source, output_dir
 from saelab.tasks.common import logger as task_logger
 from saelab.tasks.eval import eval_plugins
 
@@ -106,7 +106,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_sweep(cfg)
     L.seed_everything(cfg.seed, verbose=False)
     out_dir = output_dir(cfg)
-    model: ModelSource = build(cfg.model)
+    model = model_source(cfg)
     every = entries(cfg, model)
     todo = [e for e in every if results_io.completed(out_dir / e.name) is None]
     if cfg.resume:

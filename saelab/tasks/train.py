@@ -24,7 +24,7 @@ from saelab.sources.models import ModelSource
 from saelab.sources.places import Place, check_layers, select
 from saelab.tasks.checks import check_fits, check_train
 from saelab.tasks.common import logger as task_logger
-from saelab.tasks.common import output_dir
+from saelab.tasks.common import model_source, output_dir
 from saelab.train.loop import AtomicCheckpointIO, TrainData, resume_from
 from saelab.train.module import HookSAE, SAETraining
 from saelab.train.recipes import Recipe
@@ -41,7 +41,11 @@ def cached(
 ) -> CachedActivations:
     """Write the activation cache once (if it is not complete yet), then read from it: a
     cache written for another model, data, context length or seed is refused."""
-    origin = {"model": model.name, "data": OmegaConf.to_container(cfg.data.source, resolve=True)}
+    origin = {
+        "model": model.name,
+        "precision": model.precision.name,
+        "data": OmegaConf.to_container(cfg.data.source, resolve=True),
+    }
     if not (directory / MANIFEST).is_file():
         dtype = cfg.train.activation_cache_dtype
         size = stream.cache_bytes(dtype) / 1e9
@@ -92,7 +96,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     check_train(cfg)
     L.seed_everything(cfg.seed, verbose=False)
-    model: ModelSource = build(cfg.model)
+    model = model_source(cfg)
     places = places_for(cfg, model)
     hooks = {place.hook: place.layer for place in places}
     # each SAE's two [n_latents, width] matrices in fp32, with their gradients and Adam's two
