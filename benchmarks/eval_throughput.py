@@ -61,11 +61,19 @@ def setup(args: argparse.Namespace) -> dict:
 
 
 def run_eval(workdir: Path, sae_path: Path, evals: str, args: argparse.Namespace) -> dict:
-    command = [sys.executable, "-m", "saelab", "eval", *overrides(args, sae_path)]
-    command += [f"data.n_tokens={args.n_tokens}", evals, "trainer.enable_progress_bar=false"]
-    subprocess.run(command, cwd=workdir, check=True, capture_output=True, text=True)
+    return run_cli(workdir, [*overrides(args, sae_path), f"data.n_tokens={args.n_tokens}", evals])
+
+
+def run_cli(workdir: Path, overrides: list[str]) -> dict:
+    """`saelab eval` with `overrides` in a subprocess: its timing and its metrics."""
+    command = [sys.executable, "-m", "saelab", "eval", *overrides]
+    subprocess.run(
+        [*command, "trainer.enable_progress_bar=false"],
+        cwd=workdir, check=True, capture_output=True, text=True,
+    )  # fmt: skip
     newest = max(workdir.rglob("metrics.json"), key=lambda p: p.stat().st_mtime)
-    provenance = json.loads(newest.read_text())["provenance"]
+    record = json.loads(newest.read_text())
+    provenance = record["provenance"]
     loop = provenance["seconds_test_loop"]
     parts = provenance["seconds_by_part"]
     return {
@@ -74,6 +82,7 @@ def run_eval(workdir: Path, sae_path: Path, evals: str, args: argparse.Namespace
         "tokens_per_s": provenance["n_tokens"] / loop,
         "seconds_by_part": parts,
         "share_by_part": {k: v / loop for k, v in parts.items()},
+        "metrics": record["metrics"],
     }
 
 
