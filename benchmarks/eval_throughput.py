@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -60,19 +61,21 @@ def setup(args: argparse.Namespace) -> dict:
     }
 
 
-def run_eval(workdir: Path, sae_path: Path, evals: str, args: argparse.Namespace) -> dict:
-    return run_cli(workdir, [*overrides(args, sae_path), f"data.n_tokens={args.n_tokens}", evals])
-
-
-def run_cli(workdir: Path, overrides: list[str]) -> dict:
-    """`saelab eval` with `overrides` in a subprocess: its timing and its metrics."""
-    command = [sys.executable, "-m", "saelab", "eval", *overrides]
-    subprocess.run(
-        [*command, "trainer.enable_progress_bar=false"],
-        cwd=workdir, check=True, capture_output=True, text=True,
-    )  # fmt: skip
+def run_cli(workdir: Path, args: list[str]) -> tuple[dict, float]:
+    """One `saelab` command in a subprocess: the metrics.json it wrote (provenance and metrics)
+    and its peak resident memory in GiB (wait4's maxrss)."""
+    command = [sys.executable, "-m", "saelab", *args, "trainer.enable_progress_bar=false"]
+    with open(workdir / "log.txt", "w") as log:
+        child = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(child.pid, 0)
+    if status != 0:
+        raise SystemExit(f"saelab {' '.join(args)} failed: see {workdir / 'log.txt'}")
     newest = max(workdir.rglob("metrics.json"), key=lambda p: p.stat().st_mtime)
-    record = json.loads(newest.read_text())
+    return json.loads(newest.read_text()), usage.ru_maxrss / 2**20
+
+
+def timing(record: dict) -> dict:
+    """Tokens/s of a run's test loop, its time by part, and its metrics."""
     provenance = record["provenance"]
     loop = provenance["seconds_test_loop"]
     parts = provenance["seconds_by_part"]
@@ -84,6 +87,11 @@ def run_cli(workdir: Path, overrides: list[str]) -> dict:
         "share_by_part": {k: v / loop for k, v in parts.items()},
         "metrics": record["metrics"],
     }
+
+
+def run_eval(workdir: Path, sae_path: Path, evals: str, args: argparse.Namespace) -> dict:
+    command = ["eval", *overrides(args, sae_path), f"data.n_tokens={args.n_tokens}", evals]
+    return timing(run_cli(workdir, command)[0])
 
 
 def main() -> None:

@@ -15,32 +15,18 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-from benchmarks.eval_throughput import overrides, setup
+from benchmarks.eval_throughput import overrides, run_cli, setup
 from saelab import Autoencoder
 from saelab.io import write_json
 
 
-def run_cli(workdir: Path, args: list[str]) -> tuple[dict, float]:
-    """Provenance of one CLI run and its peak resident memory in GiB (wait4's maxrss)."""
-    command = [sys.executable, "-m", "saelab", *args, "trainer.enable_progress_bar=false"]
-    with open(workdir / "log.txt", "w") as log:
-        child = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(child.pid, 0)
-    if status != 0:
-        raise SystemExit(f"{' '.join(args[:1])} failed: see {workdir / 'log.txt'}")
-    newest = max(workdir.rglob("metrics.json"), key=lambda p: p.stat().st_mtime)
-    return json.loads(newest.read_text())["provenance"], usage.ru_maxrss / 2**20
-
-
-def summary(provenance: dict, peak_gib: float) -> dict:
+def summary(record: dict, peak_gib: float) -> dict:
+    provenance = record["provenance"]
     loop = provenance["seconds_test_loop"]
     parts = provenance["seconds_by_part"]
     return {
@@ -89,8 +75,8 @@ def main() -> None:
         for n in args.n_tokens:
             workdir = root / f"export_{n}"
             workdir.mkdir()
-            provenance, peak = run_cli(workdir, ["export", *common, f"data.n_tokens={n}"])
-            runs[f"export_{n}"] = summary(provenance, peak) | record_sizes(workdir)
+            record, peak = run_cli(workdir, ["export", *common, f"data.n_tokens={n}"])
+            runs[f"export_{n}"] = summary(record, peak) | record_sizes(workdir)
         workdir = root / "eval"
         workdir.mkdir()
         n = args.n_tokens[-1]

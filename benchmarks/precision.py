@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.eval_throughput import overrides, run_cli, setup
+from benchmarks.eval_throughput import overrides, run_cli, setup, timing
 from saelab import Autoencoder
 from saelab.io import write_json
 
@@ -60,7 +60,7 @@ def main() -> None:
         }  # fmt: skip
         for case, case_overrides in cases.items():
             runs = {
-                p: run_cli(Path(tmp), [*case_overrides, EVALS, f"precision={p}", f"run_name=p{p}"])
+                p: timing(run_cli(Path(tmp), ["eval", *case_overrides, EVALS, f"precision={p}"])[0])
                 for p in precisions()
             }
             reference = runs["32"]

@@ -20,8 +20,11 @@ def model():
     return random_gpt2(n_layers=2, d_model=64, n_heads=4, n_ctx=32, vocab_size=300)
 
 
-@pytest.mark.parametrize(("value", "name"), [("32", "32"), ("32-true", "32"), ("tf32", "tf32"),
-                                             ("bf16", "bf16"), ("bf16-mixed", "bf16"), (32, "32")])  # fmt: skip
+ALIASES = [("32", "32"), ("32-true", "32"), ("tf32", "tf32"), ("bf16", "bf16"),
+           ("bf16-mixed", "bf16"), (32, "32")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("value", "name"), ALIASES)
 def test_names_and_lightning_aliases(value, name):
     assert Precision.parse(value).name == name
 
@@ -41,7 +44,7 @@ def test_bf16_forwards_equal_hugging_face_under_autocast(model):
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         expected = hf(tokens, output_hidden_states=True)
     with torch.no_grad():
-        fp32_acts, fp32_logits = model.capture(tokens, [HOOK])
+        _, fp32_logits = model.capture(tokens, [HOOK])
         bf16 = random_gpt2(n_layers=2, d_model=64, n_heads=4, n_ctx=32, vocab_size=300)
         bf16.precision = Precision("bf16")
         acts, logits = bf16.capture(tokens, [HOOK])

@@ -333,8 +333,9 @@ class TokenDataModule(L.LightningDataModule):
         return mask
 
     def collate(self, indices: list[int]) -> dict[str, Tensor]:
-        """A batch of contexts by index: tokens, mask, the context indices and, per position,
-        document ids (the context index where the source has no documents) for the export."""
+        """A batch of contexts by index: tokens, mask (and its true positions as flat indices),
+        the context indices and, per position, document ids (the context index where the
+        source has no documents) for the export."""
         assert self.tokens is not None
         context = torch.tensor(indices)
         tokens = self.tokens[context]
@@ -342,9 +343,11 @@ class TokenDataModule(L.LightningDataModule):
             documents = context[:, None].expand_as(tokens)
         else:
             documents = self.documents[context]
+        mask = self.position_mask(tokens)
         return {
             "tokens": tokens,
-            "mask": self.position_mask(tokens),
+            "mask": mask,
+            "positions": mask.flatten().nonzero().squeeze(1),  # on the host: no device sync
             "context": context,
             "document": documents,
         }

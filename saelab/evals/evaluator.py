@@ -137,10 +137,11 @@ class BatchEvaluator:
         return acts, (out.float().log_softmax(-1) if out is not None else None)
 
     def replaced(
-        self, probe: Probe, acts: dict[str, Tensor], mask: Tensor, value: Tensor
+        self, probe: Probe, acts: dict[str, Tensor], positions: Tensor, value: Tensor
     ) -> Tensor:
-        """Log-probabilities with `value` at the probe's hook where `mask`, from its block on."""
-        hooks = self.model.replace_hooks(probe.hook, mask, value)
+        """Log-probabilities with `value` at the probe's hook at `positions` (flat indices into
+        batch x context), from its block on."""
+        hooks = self.model.replace_hooks(probe.hook, positions, value)
         resid_pre = acts[self.model.resid_pre(probe.layer)]
         return self.model.forward_from(probe.layer, resid_pre, hooks).float().log_softmax(-1)
 
@@ -151,26 +152,34 @@ class BatchEvaluator:
         mask: Tensor,
         context: Tensor | None = None,
         document: Tensor | None = None,
+        positions: Tensor | None = None,
     ) -> None:
+        """`positions`: `mask`'s true positions as flat indices (the data module's collate
+        computes them on the host, so that no SAE's gather waits for the GPU)."""
         device = tokens.device
+        if positions is None:
+            positions = mask.flatten().nonzero().squeeze(1)
         with self.timer("model_forward", device):
             acts, log_probs = self.clean_forward(tokens)
         ablated: tuple[str, Tensor] | None = None  # the current hook's, freed at the next hook
         shared: dict[str, Tensor] = {}  # what plugins of every SAE read (EvalBatch.clean_probs)
+        inputs: tuple[str, Tensor] | None = None  # the current hook's evaluated rows
         for probe in self.probes:
             with self.timer("sae", device):
-                x = acts[probe.hook][mask].float()
+                if inputs is None or inputs[0] != probe.hook:
+                    inputs = (probe.hook, acts[probe.hook].flatten(0, 1)[positions].float())
+                x = inputs[1]
                 latents, recons = encode_decode(probe.sae, x)
             batch = EvalBatch(tokens, mask, x, recons, latents, log_probs, shared=shared)
             batch.context, batch.document = context, document
             with self.timer("model_forward", device):
                 if SPLICED_LOG_PROBS in probe.needs:
-                    batch.spliced_log_probs = self.replaced(probe, acts, mask, recons)
+                    batch.spliced_log_probs = self.replaced(probe, acts, positions, recons)
                 if ABLATED_LOG_PROBS in probe.needs:
                     if ablated is None or ablated[0] != probe.hook:
                         ablated = None  # free the last hook's before computing this one
                         zeros = torch.zeros_like(recons)
-                        ablated = (probe.hook, self.replaced(probe, acts, mask, zeros))
+                        ablated = (probe.hook, self.replaced(probe, acts, positions, zeros))
                     batch.ablated_log_probs = ablated[1]
             with self.timer("plugins", device):
                 for plugin in probe.plugins.values():
@@ -238,7 +247,10 @@ class Evaluation(L.LightningModule):
         self.model.to(self.device)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self.evaluator(batch["tokens"], batch["mask"], batch.get("context"), batch.get("document"))
+        self.evaluator(
+            batch["tokens"], batch["mask"], batch.get("context"), batch.get("document"),
+            batch.get("positions"),
+        )  # fmt: skip
         self.local_tokens = self.local_tokens + batch["mask"].sum()  # no host sync per step
 
     def on_test_epoch_end(self) -> None:

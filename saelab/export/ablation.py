@@ -54,13 +54,11 @@ def ablation_effects(
             acts = {name: value[inverse, :end] for name, value in acts_all.items()}
             tokens = contexts[ctx.cpu(), :end].to(device)
             rows = torch.arange(len(tokens), device=device)
-            mask = torch.zeros_like(tokens, dtype=torch.bool)
-            mask[rows, pos] = True
             x = acts[hook][rows, pos].float()
             _, info = sae.preprocess(x)
             share = act[:, None] * sae.W_dec[latent]
             share = sae.postprocess(share, info) - sae.postprocess(torch.zeros_like(share), info)
-            ablated = evaluator.replaced(probe, acts, mask, x - share)
+            ablated = evaluator.replaced(probe, acts, rows * end + pos, x - share)
             q = pos[:, None] + offsets  # [E, W]: the predicted tokens' positions
             inside = (q > pos[:, None]) & (q < n_ctx)  # earlier predictions cannot change
             q = q.clamp(1, end - 1)

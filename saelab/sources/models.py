@@ -86,9 +86,13 @@ class ModelSource:
         acts = {name: acts[self.bridge.hook_dict[name].name] for name in hooks}
         return acts, (out if stop_at_layer is None else None)
 
-    def replace_hooks(self, hook: str, mask: Tensor, value: Tensor) -> list[tuple[str, HookFn]]:
-        """Forward hooks that run the model with `value` as the activation at `hook` where `mask`
-        is true, so that everything downstream of the hook sees the replacement.
+    def replace_hooks(
+        self, hook: str, positions: Tensor, value: Tensor
+    ) -> list[tuple[str, HookFn]]:
+        """Forward hooks that run the model with `value` [len(positions), width] as the
+        activation at `hook` at `positions` (flat indices into batch x context, row-major),
+        so that everything downstream of the hook sees the replacement. Indices rather than
+        a boolean mask: a gather and a scatter of known size never wait for the GPU.
 
         Most hook points are the only way their value travels on. The residual stream after
         attention is not: it feeds ln_2 and the skip connection around the MLP, and the
@@ -97,9 +101,8 @@ class ModelSource:
         """
 
         def put(act: Tensor, new: Tensor) -> Tensor:
-            act = act.clone()
-            act[mask] = new.to(act.dtype)
-            return act
+            flat = act.flatten(0, 1).index_copy(0, positions, new.to(act.dtype))
+            return flat.reshape(act.shape)
 
         if not hook.endswith(".hook_resid_mid"):
             return [(hook, lambda act, hook: put(act, value))]
@@ -111,7 +114,7 @@ class ModelSource:
             return act
 
         def replace_attn_out(act: Tensor, hook: Any) -> Tensor:
-            return put(act, value - resid_pre[-1][mask])
+            return put(act, value - resid_pre[-1].flatten(0, 1).index_select(0, positions))
 
         return [
             (f"{block}.hook_resid_pre", keep_resid_pre),

@@ -168,7 +168,7 @@ class SAETraining(L.LightningModule):
     # -- validation through the evaluation plugins -----------------------------------------
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         if self.evaluator is not None:  # one forward for every hook's SAE
-            self.evaluator(batch["tokens"], batch["mask"])
+            self.evaluator(batch["tokens"], batch["mask"], positions=batch.get("positions"))
 
     def on_validation_epoch_end(self) -> None:
         self.validation_results = {}
