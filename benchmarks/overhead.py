@@ -98,6 +98,7 @@ def main() -> None:
     parser.add_argument("--n-ctx", type=int, default=64)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/overhead.json"))
     args = parser.parse_args()
+    torch.set_num_threads(1)  # the cost measured is dispatch and Python, not arithmetic
 
     model = random_gpt2(n_layers=2, d_model=64, n_heads=4, n_ctx=args.n_ctx, vocab_size=512)
     data = TokenDataModule(
