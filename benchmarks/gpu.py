@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.smoke or not cuda:
-        args.n_tokens, args.sweep_tokens, args.batch_sizes = 1024, 512, [8, 16]
+        args.n_tokens, args.sweep_tokens, args.batch_sizes = 512, 512, [4, 8]
         args.n_latents, args.layers = 4096, 2
     device = "cuda" if cuda else "cpu"
     out = args.out or Path(f"benchmarks/results/gpu_{device}.json")
