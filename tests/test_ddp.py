@@ -82,11 +82,10 @@ def test_two_processes_count_each_token_once(tmp_path, checkpoint, one_process, 
         assert any(key.startswith(family) for key in metrics), family
     for key, value in reference.items():
         assert metrics[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
-    # standard errors from every rank's per-context sums (fvu's to second order: see below)
+    # standard errors from every rank's per-context sums
     assert written["stderr"].keys() == one_process["stderr"].keys()
     for key, value in one_process["stderr"].items():
-        rel = 0.05 if key.endswith(("/fvu", "/explained_variance")) else 1e-6
-        assert written["stderr"][key] == pytest.approx(value, rel=rel, abs=1e-12), key
+        assert written["stderr"][key] == pytest.approx(value, rel=1e-6, abs=1e-12), key
 
 
 def test_a_sweep_of_ddp_jobs_is_a_clear_error(monkeypatch, tmp_path, capsys, checkpoint):
@@ -128,11 +127,8 @@ def test_sweep_on_two_processes_equals_one(tmp_path, checkpoint):
     for run, reference in one.items():
         assert two[run]["n_tokens"] == reference["n_tokens"] == N_CONTEXTS * (N_CTX - 1)
         for key, value in reference.items():
-            # fvu's per-context shares are centred on each rank's running mean: its SE agrees
-            # to second order only (saelab/evals/reconstruction.py), here 3% on 33 contexts
-            rel = 0.05 if key.endswith(("/fvu_se", "/explained_variance_se")) else 1e-6
-            if isinstance(value, float):
-                assert two[run][key] == pytest.approx(value, rel=rel, abs=1e-9), (run, key)
+            if isinstance(value, float):  # values and standard errors alike
+                assert two[run][key] == pytest.approx(value, rel=1e-6, abs=1e-9), (run, key)
 
 
 def test_export_on_two_processes_equals_one(tmp_path, checkpoint):

@@ -121,9 +121,10 @@ class EvalBatch:
         return ids, self.latents[rows, ids]
 
     def by_context(self, per_row: Tensor) -> Tensor:
-        """Sums over each context [B] of a value per evaluated row [N] (rows of `mask`)."""
+        """Sums over each context [B, ...] of values per evaluated row [N, ...] (rows of `mask`)."""
         which = self.mask.nonzero()[:, 0].to(per_row.device)
-        out = torch.zeros(len(self.mask), dtype=torch.float64, device=per_row.device)
+        out = torch.zeros(len(self.mask), *per_row.shape[1:], dtype=torch.float64,
+                          device=per_row.device)  # fmt: skip
         return out.index_add_(0, which, per_row.double())
 
     def l0(self) -> Tensor:
@@ -169,16 +170,19 @@ class EvalPlugin(Metric):
     def add_sum_state(self, name: str, shape: tuple[int, ...] = (), dtype=torch.float64) -> None:
         self.add_state(name, default=torch.zeros(shape, dtype=dtype), dist_reduce_fx="sum")
 
-    def add_context_sums(self, *names: str) -> None:
-        """Keep the partial sums `names` per context: a row per context, gathered across ranks."""
-        self.context_names = names
+    def add_context_sums(self, *names: str, **vectors: int) -> None:
+        """Keep the partial sums `names` (scalars) and `vectors` (name -> length) per context:
+        a float64 row per context, gathered across ranks."""
+        self.context_names = {**dict.fromkeys(names, 1), **vectors}
         self.add_state("contexts", default=[], dist_reduce_fx="cat")
         self.add_state("context_sums", default=[], dist_reduce_fx="cat")
 
     def add_to_contexts(self, batch: EvalBatch, **sums: Tensor) -> None:
-        """One row per context of the batch: `sums[name]` [B] for each of `context_names`.
-        Contexts without an index in the data (`batch.context` None) are recorded as -1."""
-        rows = torch.stack([sums[name].double() for name in self.context_names], 1)
+        """One row per context of the batch: `sums[name]` [B] (or [B, length]) for each of
+        `context_names`. Contexts without an index in the data (`batch.context` None) are
+        recorded as -1."""
+        rows = torch.cat([sums[name].double().reshape(len(batch.tokens), -1)
+                          for name in self.context_names], 1)  # fmt: skip
         ids = batch.context if batch.context is not None else torch.full((len(rows),), -1)
         self.contexts.append(ids.to(rows.device, torch.long))
         self.context_sums.append(rows)
@@ -189,7 +193,7 @@ class EvalPlugin(Metric):
         """`formulas` of the totals of the context sums, each with its standard error."""
         if len(self.contexts) == 0:  # no batch: NaN values, as sums of nothing divided by 0
             ids = torch.zeros(0, dtype=torch.long)
-            sums = torch.zeros(0, len(self.context_names), dtype=torch.float64)
+            sums = torch.zeros(0, sum(self.context_names.values()), dtype=torch.float64)
         else:
             ids, sums = dim_zero_cat(self.contexts), dim_zero_cat(self.context_sums)
         return estimates(ids, sums, self.context_names, formulas)

@@ -22,7 +22,7 @@ that `saelab compare` can pair any two runs later.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor
@@ -57,11 +57,12 @@ def standard_error(influence: Tensor) -> float:
 def estimates(
     contexts: Tensor,
     sums: Tensor,
-    names: Sequence[str],
+    names: Mapping[str, int],
     formulas: Callable[[dict[str, Tensor]], dict[str, Tensor]],
 ) -> dict[str, Estimate]:
     """Each metric of `formulas(totals)` with its delta-method SE and influences, from the
-    per-context partial sums `sums` [C, k] (columns `names`) of the contexts `contexts` [C].
+    per-context partial sums `sums` [C, k] of the contexts `contexts` [C]: its columns are the
+    sums `names` (name -> length: 1 for a scalar, a vector's length).
 
     `formulas` maps the totals (name -> 0-d float64 tensor) to each metric as a differentiable
     expression; constants it closes over (e.g. per-dimension sums) carry no influence."""
@@ -71,7 +72,8 @@ def estimates(
     with torch.inference_mode(False), torch.enable_grad():
         contexts, sums = contexts[order].clone(), sums[order].double().clone()
         totals = sums.sum(0).requires_grad_()
-        values = formulas(dict(zip(names, totals, strict=True)))
+        parts = zip(names.items(), totals.split(list(names.values())), strict=True)
+        values = formulas({name: part if length > 1 else part[0] for (name, length), part in parts})
         centred = sums - sums.mean(0)
         out = {}
         for key, value in values.items():
