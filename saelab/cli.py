@@ -30,6 +30,8 @@ COMMANDS = {
 TOOLS = {
     "convert": ("saelab.tasks.convert", "convert an SAE between formats (saelab, openai, saelens)"),
     "view": ("saelab.tasks.view", "browse exported latents and runs in the browser (view --help)"),
+    "compare": ("saelab.tasks.compare", "paired differences of two runs' metrics (same tokens)"),
+    "match": ("saelab.tasks.match", "match each latent of one SAE to another's by decoder cosine"),
 }
 USAGE = """usage: saelab <command> [hydra overrides] [-m]
 
@@ -43,6 +45,8 @@ examples:
   saelab sweep experiment=tiny_all       (offline: every bundled SAE, one pass)
   saelab eval sae=auto sae.path=<SAELens dir>   (any format; hook from its cfg.json)
   saelab convert <in> <out> --to saelens
+  saelab compare <sweep>/topk/resid_post_mlp/2 <sweep>/topk/resid_post_mlp/3
+  saelab match <32k SAE> <128k SAE> --out matches.json
   saelab export experiment=tiny          (offline: every latent of the tiny SAE, for the viewer)
   saelab eval experiment=tiny export=true   (the eval run also writes the export, same pass)
   saelab eval --help          (Hydra's help: config groups and options)

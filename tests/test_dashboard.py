@@ -191,3 +191,60 @@ def test_only_runs_served_starts_on_the_dashboard(page, server):
     visit(page, server, "#/")
     assert page.locator("main h1").inner_text() == "Runs"
     assert page.locator('header nav a[href="#/runs"]').count() == 1
+
+
+# -- standard errors and paired differences ----------------------------------------------------
+PAIR = ("topk/resid_post_mlp/2", "topk/resid_post_mlp/3")
+
+
+def test_compare_api_pairs_two_rows_and_refuses_what_it_cannot_pair(server, dirs):
+    answer = json.loads(get(server, f"/api/compare?a=0/{PAIR[0]}&b=0/{PAIR[1]}").body)
+    a, b = (json.loads((dirs["sweep"] / run / "metrics.json").read_text()) for run in PAIR)
+    rows = {r["metric"]: r for r in answer["rows"]}
+    assert set(rows) == set(a["stderr"])
+    for key, row in rows.items():
+        assert row["difference"] == pytest.approx(a["metrics"][key] - b["metrics"][key], abs=1e-12)
+        assert row["a_se"] == a["stderr"][key] and row["b_se"] == b["stderr"][key]
+    for query, status in (
+        (f"a=0/{PAIR[0]}&b=1/0", 400),  # the multirun copied metrics.json alone: no contexts
+        (f"a=0/{PAIR[0]}&b=1/2", 400),  # its metrics.json is a symlink out of the folder
+        (f"a=0/{PAIR[0]}&b=1/../outside", 400),
+        (f"a=0/{PAIR[0]}&b=2/x", 400),  # an export, not results
+        (f"a=0/{PAIR[0]}", 400),
+    ):
+        response = get(server, f"/api/compare?{query}")
+        assert response.status == status, query
+        assert SECRET not in response.body.decode()
+
+
+def test_error_bars_and_the_paired_difference_panel(page, server, dirs):
+    visit(page, server, "#/runs")
+    key = "downstream/ce_loss_recovered"
+    chart = page.locator(f'svg.chart[data-metric="{key}"]')
+    assert chart.locator("line.errbar").count() == N_ROWS  # every row has its SE
+    # each bar is centred on its point and spans ± one SE in the chart's scale
+    bars = chart.locator("g.series").first.evaluate(
+        """g => [...g.querySelectorAll('line.errbar')].map((l, i) => [
+            +l.getAttribute('y1'), +l.getAttribute('y2'),
+            +g.querySelectorAll('circle.pt')[i].getAttribute('cy')])"""
+    )
+    for y1, y2, cy in bars:
+        assert y1 > cy > y2 and (y1 - cy) == pytest.approx(cy - y2, abs=0.15)
+    assert page.locator(".paired-table").count() == 0
+    for run in PAIR:
+        page.locator(f'table.runs-table tr[data-run="{run}"] input.pick').check()
+    page.wait_for_selector("table.paired-table tbody tr")
+    a, b = (json.loads((dirs["sweep"] / run / "metrics.json").read_text()) for run in PAIR)
+    row = page.locator(f'table.paired-table tr[data-metric="{key}"]')
+    shown = float(row.locator("td.diff").inner_text())
+    assert shown == pytest.approx(a["metrics"][key] - b["metrics"][key], rel=2e-3)
+    assert page.locator("table.paired-table tbody tr").count() == len(a["stderr"])
+    verdicts = row.locator("td.verdict").inner_text()
+    z = float(row.locator("td:nth-child(6)").inner_text())
+    assert (verdicts == "significant") == (abs(z) > 1.96)
+
+    # a third tick drops the oldest; a row without per-context values is one line of error
+    page.locator('table.runs-table tr[data-run="0"] input.pick').check()
+    page.wait_for_selector(".compare-error")
+    assert "contexts.safetensors" in page.locator(".compare-error").inner_text()
+    assert page.locator("table.runs-table input.pick:checked").count() == 2

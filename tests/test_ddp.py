@@ -82,6 +82,10 @@ def test_two_processes_count_each_token_once(tmp_path, checkpoint, one_process, 
         assert any(key.startswith(family) for key in metrics), family
     for key, value in reference.items():
         assert metrics[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+    # standard errors from every rank's per-context sums
+    assert written["stderr"].keys() == one_process["stderr"].keys()
+    for key, value in one_process["stderr"].items():
+        assert written["stderr"][key] == pytest.approx(value, rel=1e-6, abs=1e-12), key
 
 
 def test_a_sweep_of_ddp_jobs_is_a_clear_error(monkeypatch, tmp_path, capsys, checkpoint):
@@ -123,7 +127,7 @@ def test_sweep_on_two_processes_equals_one(tmp_path, checkpoint):
     for run, reference in one.items():
         assert two[run]["n_tokens"] == reference["n_tokens"] == N_CONTEXTS * (N_CTX - 1)
         for key, value in reference.items():
-            if isinstance(value, float):
+            if isinstance(value, float):  # values and standard errors alike
                 assert two[run][key] == pytest.approx(value, rel=1e-6, abs=1e-9), (run, key)
 
 

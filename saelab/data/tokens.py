@@ -9,6 +9,7 @@ attention sink with a huge residual norm that would dominate every average.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -331,6 +332,16 @@ class TokenDataModule(L.LightningDataModule):
         if self.exclude_first:
             mask[:, 0] = False
         return mask
+
+    def fingerprint(self) -> str:
+        """sha256 of the evaluated tokens (every context, as int64) and of which positions count:
+        two runs with the same fingerprint saw the same contexts, so their per-context values
+        pair up (`saelab compare`)."""
+        assert self.tokens is not None, "call prepare() first"
+        layout = f"{tuple(self.tokens.shape)} exclude_first={self.exclude_first}"
+        digest = hashlib.sha256(layout.encode())
+        digest.update(self.tokens.to(torch.int64).cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     def collate(self, indices: list[int]) -> dict[str, Tensor]:
         """A batch of contexts by index: tokens, mask (and its true positions as flat indices),

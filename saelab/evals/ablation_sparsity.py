@@ -60,8 +60,7 @@ class AblationSparsity(EvalPlugin):
         self.generator: torch.Generator | None = None
         self.add_sum_state("latent_sum", (run.sae.n_latents,))
         self.add_sum_state("latent_count", (run.sae.n_latents,))
-        self.add_sum_state("channel_sum")
-        self.add_sum_state("channel_count")
+        self.add_context_sums("latent_total", "latent_pairs", "channel_total", "channel_pairs")
 
     def update(self, batch: EvalBatch) -> None:
         device = batch.acts.device
@@ -69,6 +68,7 @@ class AblationSparsity(EvalPlugin):
             self.generator = torch.Generator().manual_seed(self.run.seed)
         where = batch.mask.nonzero().cpu()  # (context row, position) of each evaluated row
         rows = torch.randperm(len(where), generator=self.generator)[: self.n_positions]
+        sums = torch.zeros(4, len(batch.tokens), dtype=torch.float64, device=device)  # per context
         for row in rows.tolist():
             b, t = where[row].tolist()
             latent, act = active(batch.latents, row)
@@ -79,16 +79,21 @@ class AblationSparsity(EvalPlugin):
             fine = torch.isfinite(by_latent)
             self.latent_sum.index_add_(0, latent[fine], by_latent[fine].double())
             self.latent_count.index_add_(0, latent[fine], fine[fine].double())
+            sums[:2, b] += torch.stack([by_latent[fine].double().sum(), fine.sum().double()])
             fine = torch.isfinite(by_channel)
-            self.channel_sum += by_channel[fine].double().sum()
-            self.channel_count += fine.sum()
+            sums[2:, b] += torch.stack([by_channel[fine].double().sum(), fine.sum().double()])
+        self.add_to_contexts(batch, **dict(zip(self.context_names, sums, strict=True)))
 
     def compute(self) -> dict[str, float | Tensor]:
-        count = self.latent_count.sum()
+        def formulas(t: dict[str, Tensor]) -> dict[str, Tensor]:
+            return {
+                "ablation_sparsity/mean": t["latent_total"] / t["latent_pairs"].clamp(min=1),
+                "ablation_sparsity/baseline": t["channel_total"] / t["channel_pairs"].clamp(min=1),
+            }
+
         return {
-            "ablation_sparsity/mean": float(self.latent_sum.sum() / count.clamp(min=1)),
-            "ablation_sparsity/baseline": float(self.channel_sum / self.channel_count.clamp(min=1)),
-            "ablation_sparsity/n_pairs": float(count),
+            **self.context_estimates(formulas),
+            "ablation_sparsity/n_pairs": float(self.latent_count.sum()),
             "ablation_sparsity/per_latent": self.latent_sum / self.latent_count,
         }
 

@@ -5,13 +5,17 @@ A plugin is a torchmetrics `Metric`: `setup(run)` gets the run (model, place, ch
 data), it keeps its running sums in states registered with `add_state(...,
 dist_reduce_fx="sum")`, so `compute()` is correct across DDP ranks, and `compute()` returns
 a dict of results keyed `"<plugin>/<metric>"`. Scalars go to metrics.json and the loggers;
-tensors (per-latent arrays) go to `save_artifacts`. A plugin that needs more than the
+tensors (per-latent arrays) go to `save_artifacts`. A metric that is a function of sums over
+contexts keeps them per context (`add_context_sums`, `add_to_contexts`; gathered across
+ranks) and computes itself with `context_estimates`: its value then carries a standard
+error and per-context influences (`saelab.evals.stderr`). A plugin that needs more than the
 evaluated batches (its own pass over the data, e.g. probing) draws it through
 `run.activations`, the model's own capture path.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,8 +23,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
 from saelab.data.tokens import TokenDataModule
+from saelab.evals.stderr import Estimate, estimates
 from saelab.formats.base import Checkpoint
 from saelab.sae.autoencoder import Autoencoder, SparseLatents
 from saelab.sources.models import ModelSource
@@ -114,6 +120,13 @@ class EvalBatch:
         rows, ids = self.latents.nonzero(as_tuple=True)
         return ids, self.latents[rows, ids]
 
+    def by_context(self, per_row: Tensor) -> Tensor:
+        """Sums over each context [B, ...] of values per evaluated row [N, ...] (rows of `mask`)."""
+        which = self.mask.nonzero()[:, 0].to(per_row.device)
+        out = torch.zeros(len(self.mask), *per_row.shape[1:], dtype=torch.float64,
+                          device=per_row.device)  # fmt: skip
+        return out.index_add_(0, which, per_row.double())
+
     def l0(self) -> Tensor:
         """Number of non-zero latents per token, [N]."""
         values = self.latents.values if isinstance(self.latents, SparseLatents) else self.latents
@@ -156,3 +169,31 @@ class EvalPlugin(Metric):
 
     def add_sum_state(self, name: str, shape: tuple[int, ...] = (), dtype=torch.float64) -> None:
         self.add_state(name, default=torch.zeros(shape, dtype=dtype), dist_reduce_fx="sum")
+
+    def add_context_sums(self, *names: str, **vectors: int) -> None:
+        """Keep the partial sums `names` (scalars) and `vectors` (name -> length) per context:
+        a float64 row per context, gathered across ranks."""
+        self.context_names = {**dict.fromkeys(names, 1), **vectors}
+        self.add_state("contexts", default=[], dist_reduce_fx="cat")
+        self.add_state("context_sums", default=[], dist_reduce_fx="cat")
+
+    def add_to_contexts(self, batch: EvalBatch, **sums: Tensor) -> None:
+        """One row per context of the batch: `sums[name]` [B] (or [B, length]) for each of
+        `context_names`. Contexts without an index in the data (`batch.context` None) are
+        recorded as -1."""
+        rows = torch.cat([sums[name].double().reshape(len(batch.tokens), -1)
+                          for name in self.context_names], 1)  # fmt: skip
+        ids = batch.context if batch.context is not None else torch.full((len(rows),), -1)
+        self.contexts.append(ids.to(rows.device, torch.long))
+        self.context_sums.append(rows)
+
+    def context_estimates(
+        self, formulas: Callable[[dict[str, Tensor]], dict[str, Tensor]]
+    ) -> dict[str, Estimate]:
+        """`formulas` of the totals of the context sums, each with its standard error."""
+        if len(self.contexts) == 0:  # no batch: NaN values, as sums of nothing divided by 0
+            ids = torch.zeros(0, dtype=torch.long)
+            sums = torch.zeros(0, sum(self.context_names.values()), dtype=torch.float64)
+        else:
+            ids, sums = dim_zero_cat(self.contexts), dim_zero_cat(self.context_sums)
+        return estimates(ids, sums, self.context_names, formulas)

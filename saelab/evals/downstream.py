@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
+from torch import Tensor
 
 from saelab.evals.base import (
     ABLATED_LOG_PROBS,
@@ -34,8 +35,7 @@ class Downstream(EvalPlugin):
     }
 
     def setup(self, run: RunContext) -> None:
-        for name in ("n", "ce_clean", "ce_sae", "ce_ablated", "kl"):
-            self.add_sum_state(name)
+        self.add_context_sums("n", "ce_clean", "ce_sae", "ce_ablated", "kl")
 
     def update(self, batch: EvalBatch) -> None:
         where = batch.mask[:, :-1]
@@ -46,27 +46,27 @@ class Downstream(EvalPlugin):
             "ce_sae": batch.spliced_log_probs[:, :-1],
             "ce_ablated": batch.ablated_log_probs[:, :-1],
         }
+        sums = {"n": where.sum(1)}
         for name, log_probs in runs.items():
             ce = -log_probs.gather(-1, targets).squeeze(-1)
-            setattr(self, name, getattr(self, name) + ce[where].double().sum())
+            sums[name] = torch.where(where, ce.double(), 0).sum(1)
         # KL(clean || spliced) = sum_v p_v log p_v - sum_v p_v log q_v: the first term and p
         # are shared by every SAE of the batch, so each SAE reads its log q once
         probs, neg_entropy = batch.clean_probs()
         kl = neg_entropy[:, :-1] - torch.linalg.vecdot(probs[:, :-1], runs["ce_sae"])
-        self.kl += kl[where].double().sum()
-        self.n += where.sum()
+        sums["kl"] = torch.where(where, kl.double(), 0).sum(1)
+        self.add_to_contexts(batch, **sums)
 
     def compute(self) -> dict[str, float]:
-        clean, sae, ablated = (
-            self.ce_clean / self.n,
-            self.ce_sae / self.n,
-            self.ce_ablated / self.n,
-        )
-        return {
-            "downstream/ce_clean": clean.item(),
-            "downstream/ce_sae": sae.item(),
-            "downstream/ce_ablated": ablated.item(),
-            "downstream/delta_ce": (sae - clean).item(),
-            "downstream/ce_loss_recovered": ((ablated - sae) / (ablated - clean)).item(),
-            "downstream/kl": (self.kl / self.n).item(),
-        }
+        def formulas(t: dict[str, Tensor]) -> dict[str, Tensor]:
+            clean, sae, ablated = (t[k] / t["n"] for k in ("ce_clean", "ce_sae", "ce_ablated"))
+            return {
+                "downstream/ce_clean": clean,
+                "downstream/ce_sae": sae,
+                "downstream/ce_ablated": ablated,
+                "downstream/delta_ce": sae - clean,
+                "downstream/ce_loss_recovered": (ablated - sae) / (ablated - clean),
+                "downstream/kl": t["kl"] / t["n"],
+            }
+
+        return self.context_estimates(formulas)

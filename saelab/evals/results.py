@@ -1,4 +1,10 @@
-"""Results out of a run: metrics.json and the resolved config, plugin artifacts, loggers, table."""
+"""Results out of a run: metrics.json and the resolved config, plugin artifacts, loggers, table.
+
+`metrics.json` holds `metrics` (name -> value), `stderr` (name -> standard error, for the
+metrics that have one: `saelab.evals.stderr`) and `provenance`. The per-context influences
+behind the standard errors go to `contexts.safetensors` beside it, for paired comparisons;
+summaries, W&B and the console name a metric's standard error `<metric>_se`.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +16,15 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import save as safetensors_bytes
+from torch import Tensor
 
 from saelab.evals.base import EvalPlugin, RunContext
 from saelab.evals.evaluator import scalar_results
+from saelab.evals.stderr import Estimate
 from saelab.io import atomic_write, write_json
 
 VERSIONED = ("saelab", "torch", "transformer-lens", "transformers", "lightning", "torchmetrics")
@@ -42,6 +52,7 @@ def provenance(run: RunContext, n_tokens: int, **timing: Any) -> dict[str, Any]:
         **run.checkpoint.provenance(),
         "data": run.data.source.name,
         "n_tokens": n_tokens,
+        "tokens_sha256": run.data.fingerprint(),
         "first_position_excluded": run.data.exclude_first,
         **timing,
         "versions": versions(),
@@ -76,9 +87,47 @@ def save(
     definitions = {k: v for plugin in plugins.values() for k, v in plugin.definitions.items()}
     if definitions:
         provenance = {**provenance, "definitions": definitions}
-    metrics = {"metrics": scalar_results(results), "provenance": provenance}
+    if (influences := context_influences(results)) is not None:
+        blob = safetensors_bytes(influences)
+        written.append(atomic_write(out_dir / CONTEXTS_FILE, lambda f: f.write(blob)))
+    metrics = {
+        "metrics": scalar_results(results),
+        "stderr": standard_errors(results),
+        "provenance": provenance,
+    }
     written.append(write_json(out_dir / "metrics.json", metrics))
     return written
+
+
+CONTEXTS_FILE = "contexts.safetensors"  # "context": indices [C]; per metric: influences [C]
+
+
+def standard_errors(results: dict[str, Any]) -> dict[str, float]:
+    return {k: v.se for k, v in results.items() if isinstance(v, Estimate)}
+
+
+def with_standard_errors(results: dict[str, Any]) -> dict[str, float]:
+    """Every scalar, and `<metric>_se` after each that has a standard error (loggers, rows)."""
+    out: dict[str, float] = {}
+    for key, value in scalar_results(results).items():
+        out[key] = value
+        if isinstance(results[key], Estimate):
+            out[f"{key}_se"] = results[key].se
+    return out
+
+
+def context_influences(results: dict[str, Any]) -> dict[str, Tensor] | None:
+    """The influences of the metrics over the same contexts as the first (all, in a run), as
+    float64 CPU tensors keyed by metric, with their context indices under "context"."""
+    found = [(k, v) for k, v in results.items() if isinstance(v, Estimate)]
+    if not found:
+        return None
+    contexts = found[0][1].contexts.cpu()
+    out = {"context": contexts.contiguous()}
+    for key, value in found:
+        if torch.equal(value.contexts.cpu(), contexts):
+            out[key] = value.influence.double().cpu().contiguous()
+    return out
 
 
 def log_to(
@@ -91,16 +140,18 @@ def log_to(
         return
     run = logger.experiment
     run.config.update({"provenance": provenance}, allow_val_change=True)
-    run.summary.update(scalar_results(results))
+    run.summary.update(with_standard_errors(results))
     media = {k: v for plugin in plugins.values() for k, v in plugin.media(results).items()}
     if media:
         run.log(media)
 
 
-# A summary row: the run's folder, then these provenance keys, then every scalar metric. The
-# runs dashboard (`saelab.server.runs`) reads the same keys.
+# A summary row: the run's folder, then these provenance keys, then every scalar metric and
+# `<metric>_se` after each that has a standard error. The runs dashboard (`saelab.server.runs`)
+# reads the same keys.
 SUMMARY_KEYS = (
     "model", "hook", "layer", "location", "sae_family", "sae_source", "sae_k", "n_tokens",
+    "tokens_sha256",
 )  # fmt: skip
 
 
@@ -117,6 +168,8 @@ def write_summary(root: Path) -> list[dict[str, Any]]:
         row = {"run": str(path.parent.relative_to(root))}
         row.update({k: provenance.get(k) for k in SUMMARY_KEYS})
         row.update(record["metrics"])
+        stderr = record.get("stderr") if isinstance(record.get("stderr"), dict) else {}
+        row.update({f"{k}_se": v for k, v in stderr.items()})
         rows.append(row)
     if rows:
         write_json(Path(root) / "sweep.json", rows)
@@ -144,16 +197,18 @@ class SweepSummary(Callback):
 
 
 def print_table(results: dict[str, Any], provenance: dict[str, Any], written: list[Path]) -> None:
+    """Each metric as `value ± standard error` (over contexts), where it has one."""
     rows = scalar_results(results)
     width = max(map(len, rows), default=10)
     print(f"\n{provenance['model']} | {provenance['hook']} | {provenance['sae_source']}")
     print(
         f"{provenance['n_tokens']} tokens"
         + (" (first position excluded)" if provenance["first_position_excluded"] else "")
-        + f" in {provenance['seconds']:.1f} s"
+        + f" in {provenance['seconds']:.1f} s; ± one standard error over contexts"
     )
-    print("-" * (width + 14))
+    print("-" * (width + 28))
     for key, value in rows.items():
-        print(f"{key:<{width}}  {value:>12.6g}")
-    print("-" * (width + 14))
+        se = results[key].se if isinstance(results[key], Estimate) else None
+        print(f"{key:<{width}}  {value:>12.6g}" + (f" ± {se:.2g}" if se is not None else ""))
+    print("-" * (width + 28))
     print(f"results: {written[-1].parent}")

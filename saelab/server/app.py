@@ -1,6 +1,7 @@
 """The viewer's HTTP server: assets, read-only run directories, and a small JSON API.
 
-Routes: `/` and `/<asset>` (the viewer), `GET /api/runs`, `GET /data/<n>/<file>` (the n-th
+Routes: `/` and `/<asset>` (the viewer), `GET /api/runs`, `GET /api/compare?a=<n>/<run>&b=...`
+(the paired differences of two dashboard rows), `GET /data/<n>/<file>` (the n-th
 served directory; `x.json` is answered from `x.json.gz` with `Content-Encoding: gzip`),
 `GET /remote/openai/<path>` (OpenAI's public viewer files, cached), `POST /api/prompt`.
 
@@ -30,11 +31,12 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
+from saelab.errors import UserError
 from saelab.server import remote
 from saelab.server.files import MAX_PART, inside
-from saelab.server.runs import Run
+from saelab.server.runs import Run, paired_differences
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -213,6 +215,15 @@ class Handler(BaseHTTPRequestHandler):
                     "prompt": self.server.prompt_info if self.server.prompt else None,
                 }
             )
+        if path == "/api/compare":
+            query = parse_qs(urlsplit(self.path).query)
+            try:
+                a, b = query["a"][0], query["b"][0]
+                return self.send_json(paired_differences(self.server.runs, a, b))
+            except KeyError:
+                return self.error(HTTPStatus.BAD_REQUEST, "give two rows: ?a=<n>/<run>&b=<n>/<run>")
+            except UserError as error:
+                return self.error(HTTPStatus.BAD_REQUEST, str(error))
         if path.startswith("/data/"):
             index, _, relative = path.removeprefix("/data/").partition("/")
             if not index.isdigit() or int(index) >= len(self.server.runs):

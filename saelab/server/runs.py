@@ -9,13 +9,15 @@ browser asks `/api/runs` instead of guessing from file names.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from saelab.errors import UserError
-from saelab.evals.results import SUMMARY_KEYS
+from saelab.evals import compare
+from saelab.evals.results import CONTEXTS_FILE, SUMMARY_KEYS
 from saelab.server.files import inside, json_inside
 
 ATOM_FILE = re.compile(r"^(\d+)\.json$")  # OpenAI's `<atom>.json` FeatureInfo files
@@ -96,6 +98,8 @@ def row_from_metrics(run: str, data: Any) -> dict[str, Any] | None:
     provenance = data.get("provenance") if isinstance(data.get("provenance"), dict) else {}
     row: dict[str, Any] = {"run": run, **{k: provenance.get(k) for k in SUMMARY_KEYS}}
     row.update({k: v for k, v in data["metrics"].items() if isinstance(v, (int, float))})
+    stderr = data.get("stderr") if isinstance(data.get("stderr"), dict) else {}
+    row.update({f"{k}_se": v for k, v in stderr.items() if isinstance(v, (int, float))})
     row["sae_sha256"] = provenance.get("sae_sha256")
     return row
 
@@ -153,3 +157,27 @@ def nested_exports(runs: list[Run]) -> list[Run]:
             elif row.get("sae_sha256") and row["sae_sha256"] in by_sha:
                 row["export"] = by_sha[row["sae_sha256"]]
     return found
+
+
+def paired_differences(runs: list[Run], a: str, b: str) -> dict[str, Any]:
+    """`/api/compare?a=<n>/<run>&b=<n>/<run>`: the paired differences of two rows (served
+    folder n, the row's `run`), read only where both of its files lie inside that folder.
+    A UserError says why two rows cannot be compared."""
+    loaded = []
+    for ref in (a, b):
+        index, _, run = ref.partition("/")
+        if not index.isdigit() or int(index) >= len(runs) or runs[int(index)].kind != "results":
+            raise UserError(f"no served results folder {index}")
+        root = runs[int(index)].path
+        files = [inside(root, "/".join(p for p in (run, name) if p)) for name in
+                 ("metrics.json", CONTEXTS_FILE)]  # fmt: skip
+        if any(f is None for f in files):
+            raise UserError(f"{ref} is not a run inside its served folder")
+        loaded.append(compare.load(files[0].parent))
+    rows = [{k: finite_or_none(v) for k, v in row.items()} for row in compare.differences(*loaded)]
+    return {"a": a, "b": b, "n_tokens": loaded[0].provenance.get("n_tokens"), "rows": rows}
+
+
+def finite_or_none(value: Any) -> Any:
+    """JSON has no NaN or infinity: None in their place."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value

@@ -23,7 +23,7 @@ from saelab.config import build
 from saelab.errors import UserError
 from saelab.evals import results as results_io
 from saelab.evals.base import RunContext
-from saelab.evals.evaluator import Evaluation, probe, scalar_results
+from saelab.evals.evaluator import Evaluation, probe
 from saelab.formats.base import Checkpoint
 from saelab.sae.checkpoints import Source, places
 from saelab.sources.models import ModelSource
@@ -149,7 +149,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             results_io.save(out_dir / entry.name, run_cfg, results, provenance, plugins)
             if logger:
                 logger.log_metrics(
-                    {f"{entry.name}/{k}": v for k, v in scalar_results(results).items()}
+                    {
+                        f"{entry.name}/{k}": v
+                        for k, v in results_io.with_standard_errors(results).items()
+                    }
                 )
         print(f"evaluated {len(group)} SAE(s) in {seconds:.0f} s")
     rows = results_io.write_summary(out_dir)
