@@ -88,7 +88,8 @@ class EvalBatch:
     [N, ...]. Log-probabilities are float32 [B, T, vocab], present only if some plugin asked
     for them; each set went through log-softmax once and is shared by every plugin (and, for
     the clean and ablated runs, by every SAE at the hook). `context` and `document` say where
-    the tokens came from (the export's examples), when the data loader provides them.
+    the tokens came from (the export's examples), when the data loader provides them;
+    `positions` are `mask`'s true positions as flat indices, computed on the host.
     """
 
     tokens: Tensor
@@ -102,6 +103,7 @@ class EvalBatch:
     context: Tensor | None = None  # [B] index of each context in the data
     document: Tensor | None = None  # [B, T] document id per position
     shared: dict[str, Tensor] = field(default_factory=dict)  # one dict for all of a batch's SAEs
+    positions: Tensor | None = None
 
     def clean_probs(self) -> tuple[Tensor, Tensor]:
         """(p, sum_v p_v log p_v): the clean next-token probabilities [B, T, vocab] and their
@@ -122,7 +124,12 @@ class EvalBatch:
 
     def by_context(self, per_row: Tensor) -> Tensor:
         """Sums over each context [B, ...] of values per evaluated row [N, ...] (rows of `mask`)."""
-        which = self.mask.nonzero()[:, 0].to(per_row.device)
+        if "row_context" not in self.shared:  # once per batch; no device sync given positions
+            positions = self.positions
+            if positions is None:
+                positions = self.mask.flatten().nonzero().squeeze(1)
+            self.shared["row_context"] = positions // self.mask.shape[1]
+        which = self.shared["row_context"].to(per_row.device)
         out = torch.zeros(len(self.mask), *per_row.shape[1:], dtype=torch.float64,
                           device=per_row.device)  # fmt: skip
         return out.index_add_(0, which, per_row.double())

@@ -170,7 +170,8 @@ class BatchEvaluator:
                     inputs = (probe.hook, acts[probe.hook].flatten(0, 1)[positions].float())
                 x = inputs[1]
                 latents, recons = encode_decode(probe.sae, x)
-            batch = EvalBatch(tokens, mask, x, recons, latents, log_probs, shared=shared)
+            batch = EvalBatch(tokens, mask, x, recons, latents, log_probs, shared=shared,
+                              positions=positions)  # fmt: skip
             batch.context, batch.document = context, document
             with self.timer("model_forward", device):
                 if SPLICED_LOG_PROBS in probe.needs:
