@@ -55,8 +55,8 @@ function ticks(lo, hi, n) {
   return out;
 }
 
-// One small chart: per series its points (x, y, row), joined by a line when `lines`.
-function chart({ title, metric, points, xLabel, logX = false, integerX = false, lines = true, width = 340, height = 210 }) {
+// One small chart: per series its points (x, y, row), joined by a line where `lines(points)`.
+function chart({ title, metric, points, xLabel, logX = false, integerX = false, lines = () => true, width = 340, height = 210 }) {
   const pad = { left: 50, right: 12, top: 8, bottom: 34 };
   const w = width - pad.left - pad.right;
   const hgt = height - pad.top - pad.bottom;
@@ -95,7 +95,7 @@ function chart({ title, metric, points, xLabel, logX = false, integerX = false, 
   for (const { series, points: pts } of points) {
     const g = s("g", { class: "series", "data-series": series.name });
     const sorted = [...pts].sort((a, b) => a.x - b.x);
-    if (lines) {
+    if (lines(sorted)) {
       const d = sorted.map((p, i) => `${i ? "L" : "M"}${X(p.x).toFixed(1)},${Y(p.y).toFixed(1)}`).join(" ");
       g.appendChild(s("path", { d, class: "line", stroke: series.color, fill: "none" }));
     }
@@ -108,6 +108,12 @@ function chart({ title, metric, points, xLabel, logX = false, integerX = false, 
   }
   return svg;
 }
+
+// Which series get a line: across layers, a curve (one SAE per layer); against L0, a
+// frontier (several SAEs of one family at one layer, e.g. `experiment=tiny_frontier`).
+const layersOf = (points) => new Set(points.map((p) => p.row.layer));
+const distinctLayers = (points) => layersOf(points).size === points.length;
+const oneLayer = (points) => points.length > 1 && layersOf(points).size === 1;
 
 function bySeries(rows, series, xOf, yOf) {
   return series
@@ -180,11 +186,11 @@ export function renderRuns(runs) {
   const missing = METRICS.filter(([k]) => !rows.some((r) => finite(r[k]))).map(([, label]) => label);
   const across = layered.map(([key, label, hint]) => h("figure", { class: "small-chart" },
     h("figcaption", {}, label, " ", h("span", { class: "muted" }, hint)),
-    chart({ title: label, metric: key, points: bySeries(rows, series, (r) => r.layer, (r) => r[key]), xLabel: "layer", integerX: true })));
+    chart({ title: label, metric: key, points: bySeries(rows, series, (r) => r.layer, (r) => r[key]), xLabel: "layer", integerX: true, lines: distinctLayers })));
   const frontier = [["downstream/ce_loss_recovered", "CE loss recovered"], ["reconstruction/nmse", "nmse"]]
     .filter(([k]) => rows.some((r) => finite(r[k]) && finite(r[L0])) )
-    .map(([key, label]) => h("figure", { class: "small-chart" }, h("figcaption", {}, `${label} against L0`, " ", h("span", { class: "muted" }, "(log x; one point per SAE)")),
-      chart({ title: label, metric: `frontier:${key}`, points: bySeries(rows, series, (r) => r[L0], (r) => r[key]).map((p) => ({ ...p, points: p.points.filter((q) => q.x > 0) })).filter((p) => p.points.length), xLabel: "L0 (log)", logX: true, lines: false, width: 520, height: 240 })));
+    .map(([key, label]) => h("figure", { class: "small-chart" }, h("figcaption", {}, `${label} against L0`, " ", h("span", { class: "muted" }, "(log x; one point per SAE; a family's SAEs at one layer, a sparsity frontier, joined)")),
+      chart({ title: label, metric: `frontier:${key}`, points: bySeries(rows, series, (r) => r[L0], (r) => r[key]).map((p) => ({ ...p, points: p.points.filter((q) => q.x > 0) })).filter((p) => p.points.length), xLabel: "L0 (log)", logX: true, lines: oneLayer, width: 520, height: 240 })));
   return h("div", { class: "dashboard" },
     h("h1", {}, "Runs"),
     h("p", { class: "muted caption" }, `${rows.length} SAE${rows.length === 1 ? "" : "s"} from ${folders.length} folder${folders.length === 1 ? "" : "s"}: `, folders.map((f, i) => [i ? ", " : "", f.path])),
