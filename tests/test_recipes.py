@@ -147,7 +147,8 @@ def test_batchtopk_saves_a_jumprelu_with_its_shared_threshold_or_a_topk(tmp_path
     sae, scale = recipe.build(8, x, seed=0)
     for _ in range(3):
         recipe.loss(sae, x, scale)
-    written = save_sae(sae, tmp_path / "jump", {"recipe": recipe.name})
+    # the provenance `saelab train` writes (the recipe's k) does not make it a TopK
+    written = save_sae(sae, tmp_path / "jump", {"recipe": recipe.name, "k": 2, "normalize": True})
     assert [p.name for p in written] == ["sae.safetensors", "sae.json"]  # OpenAI's has no JumpReLU
     loaded = saelab_format.load(tmp_path / "jump").sae
     assert loaded.jumprelu and loaded.k is None

@@ -569,11 +569,12 @@ class JumpReLU(Recipe):
 
     Adam moves a log-threshold by about `lr` per step, so in a run of a few hundred steps the
     thresholds stay near where they start and so does L0: from SAELens's `init_threshold`
-    0.01, a 196-step run of 512 latents on the tiny model ended at L0 320 whatever `l0_coef`.
-    With `target_l0` the thresholds therefore start at the one value at which the
-    initialisation sample's mean L0 is `target_l0` (BatchTopK's cut-off, and the encoder is
-    scaled for that code, as BatchTopK's is), and the penalty holds L0 there; `init_threshold`
-    is then unused.
+    0.01, a 196-step run of 512 latents on the tiny model ended at L0 320. With `target_l0`
+    the encoder is scaled as without it (for the code at `init_threshold`), then every
+    threshold starts at the one value at which the initialisation sample's mean L0 is
+    `target_l0` (BatchTopK's cut-off), and the penalty pulls L0 towards it. (Scaling the
+    encoder for the sparse code instead made its latents shrink below the thresholds in the
+    first steps: L0 1.7 for a target of 8 after 98 steps.)
     """
 
     name = "jumprelu"
@@ -608,12 +609,6 @@ class JumpReLU(Recipe):
         """The value above which `pre`'s tokens keep `target_l0` latents on average."""
         keep = max(1, round(self.target_l0 * len(pre)))
         return F.relu(pre).flatten().topk(keep).values[-1]
-
-    def initial_latents(self, sae: Autoencoder, x: Tensor) -> Tensor:
-        pre = sae.encode_pre_act(x)
-        if self.target_l0 is None:
-            return sae.activation(pre)
-        return pre * (pre >= self.target_cutoff(pre)) * (pre > 0)
 
     def build(self, n_inputs: int, sample: Tensor, seed: int) -> tuple[Autoencoder, float]:
         sae, mse_scale = super().build(n_inputs, sample, seed)
