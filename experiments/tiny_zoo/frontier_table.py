@@ -2,7 +2,7 @@
 
 Reads `sweep.json` of `saelab sweep experiment=tiny_frontier`, writes
 saelab/zoo/tiny/saes/frontier.json (read by tests/test_zoo.py) and prints two markdown tables:
-every SAE's metrics, and each recipe's nmse and CE loss recovered at L0 8, 16 and 32,
+every SAE's metrics, and each recipe's nmse and CE loss recovered at L0 8, 12, 16, 24 and 32,
 interpolated linearly in log L0 between that recipe's two nearest SAEs (never extrapolated:
 a recipe whose SAEs do not bracket an L0 has no value there).
 
@@ -30,7 +30,7 @@ KEYS = (
     "downstream/kl",
     "density/dead_fraction",
 )
-MATCHED = (8, 16, 32)
+MATCHED = (8, 12, 16, 24, 32)  # 12 and 24: inside every family's L0s
 
 
 def at_l0(points: list[tuple[float, float]], l0: float) -> float | None:
