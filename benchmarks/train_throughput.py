@@ -10,7 +10,11 @@ Each other recipe (BatchTopK, Matryoshka, Multi-TopK, JumpReLU, ReLU+L1: `RECIPE
 the same run on the same shapes and reported as tokens/s and as a fraction of TopK's.
 
     python benchmarks/train_throughput.py [--tokens 4096] [--n-latents 32768] [--device cuda]
-        [--out FILE]
+        [--repeats 5] [--warmup 1] [--recipes-only] [--out FILE]
+
+`--recipes-only` skips the dense-autograd baseline and the matmul (on 2 CPU cores a step of a
+dense recipe at these shapes is minutes: `--recipes-only --repeats 1 --warmup 0` is the
+quickest full-shape comparison).
 """
 
 from __future__ import annotations
@@ -79,16 +83,19 @@ def make_step(recipe: Recipe, x_all: torch.Tensor, n_tokens: int, seed: int) -> 
     return step
 
 
-def median_seconds(fns: dict[str, Callable[[], object]], repeats: int, device: str) -> dict:
+def median_seconds(
+    fns: dict[str, Callable[[], object]], repeats: int, device: str, warmup: int = 1
+) -> dict:
+    """Each function's median time over `repeats` interleaved rounds, after `warmup` rounds."""
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for round_ in range(repeats + 1):  # round 0 warms up
+    for round_ in range(warmup + repeats):
         for name, fn in fns.items():
             sync()
             start = time.perf_counter()
             fn()
             sync()
-            if round_:
+            if round_ >= warmup:
                 times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 
@@ -98,6 +105,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=4096, help="tokens per optimizer step")
     parser.add_argument("--n-latents", type=int, default=32768)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    parser.add_argument("--recipes-only", action="store_true", help="no dense baseline, matmul")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default="benchmarks/results/train_throughput.json")
     args = parser.parse_args()
@@ -111,14 +120,13 @@ def main() -> None:
     a, b = torch.randn(N, d, device=args.device), torch.randn(d, n, device=args.device)
     fns = {
         "sparse": make_step(TopK(n_latents=n, k=k), x_all, N, seed=0),
-        "dense": make_step(DenseTopK(n_latents=n, k=k), x_all, N, seed=0),
-        "matmul": lambda: torch.mm(a, b),
         **{name: make_step(recipe, x_all, N, seed=0) for name, recipe in recipes(n, k).items()},
     }
-    seconds = median_seconds(fns, args.repeats, args.device)
+    if not args.recipes_only:
+        fns["dense"] = make_step(DenseTopK(n_latents=n, k=k), x_all, N, seed=0)
+        fns["matmul"] = lambda: torch.mm(a, b)
+    seconds = median_seconds(fns, args.repeats, args.device, args.warmup)
 
-    step_flops = 2 * N * d * n + 2 * 2 * N * k * d + 3 * 2 * N * k * d  # encoder mm + sparse parts
-    matmul_flops_per_s = 2 * N * d * n / seconds["matmul"]
     report = {
         "setup": {
             "d": d,
@@ -128,12 +136,8 @@ def main() -> None:
             "device": args.device,
             "torch_threads": torch.get_num_threads(),
             "repeats": args.repeats,
+            "warmup": args.warmup,
         },
-        "tokens_per_s": {"sparse": N / seconds["sparse"], "dense": N / seconds["dense"]},
-        "sparse_over_dense": seconds["dense"] / seconds["sparse"],
-        "matmul_tflop_per_s": matmul_flops_per_s / 1e12,
-        "sparse_step_tflop_per_s": step_flops / seconds["sparse"] / 1e12,
-        "fraction_of_matmul": step_flops / seconds["sparse"] / matmul_flops_per_s,
         "recipes_tokens_per_s": {
             name: N / seconds[name] for name in ("sparse", *recipes(n, k))
         },
@@ -142,15 +146,26 @@ def main() -> None:
         },
         "seconds": seconds,
     }
-    print(
-        f"tokens/s  sparse {report['tokens_per_s']['sparse']:,.0f}   "
-        f"dense {report['tokens_per_s']['dense']:,.0f}   "
-        f"ratio {report['sparse_over_dense']:.2f}x"
-    )
-    print(
-        f"sparse step at {report['fraction_of_matmul']:.0%} of a plain torch.mm "
-        f"({report['matmul_tflop_per_s']:.3f} TFLOP/s) on {args.device}"
-    )
+    if not args.recipes_only:
+        step_flops = 2 * N * d * n + 2 * 2 * N * k * d + 3 * 2 * N * k * d  # encoder + sparse
+        matmul_flops_per_s = 2 * N * d * n / seconds["matmul"]
+        report |= {
+            "tokens_per_s": {"sparse": N / seconds["sparse"], "dense": N / seconds["dense"]},
+            "sparse_over_dense": seconds["dense"] / seconds["sparse"],
+            "matmul_tflop_per_s": matmul_flops_per_s / 1e12,
+            "sparse_step_tflop_per_s": step_flops / seconds["sparse"] / 1e12,
+            "fraction_of_matmul": step_flops / seconds["sparse"] / matmul_flops_per_s,
+        }
+        print(
+            f"tokens/s  sparse {report['tokens_per_s']['sparse']:,.0f}   "
+            f"dense {report['tokens_per_s']['dense']:,.0f}   "
+            f"ratio {report['sparse_over_dense']:.2f}x"
+        )
+        print(
+            f"sparse step at {report['fraction_of_matmul']:.0%} of a plain torch.mm "
+            f"({report['matmul_tflop_per_s']:.3f} TFLOP/s) on {args.device}"
+        )
+    print(f"  {'topk':<11} {report['recipes_tokens_per_s']['sparse']:>10,.0f} tokens/s")
     for name in recipes(n, k):
         print(
             f"  {name:<11} {report['recipes_tokens_per_s'][name]:>10,.0f} tokens/s  "

@@ -15,7 +15,11 @@ from saelab.config import config_dir
 
 CONF = Path(config_dir())
 # experiments are named sets of overrides for particular commands
-EXPERIMENTS = {"tiny": ("eval", "sweep", "export"), "train/tiny": ("train",)}  # others: sweeps
+EXPERIMENTS = {
+    "tiny": ("eval", "sweep", "export"),
+    "train/tiny": ("train",),
+    "train/tiny_frontier": ("train",),
+}  # others: sweeps
 
 
 def groups_of(command: str) -> list[str]:

@@ -147,7 +147,8 @@ def test_batchtopk_saves_a_jumprelu_with_its_shared_threshold_or_a_topk(tmp_path
     sae, scale = recipe.build(8, x, seed=0)
     for _ in range(3):
         recipe.loss(sae, x, scale)
-    written = save_sae(sae, tmp_path / "jump", {"recipe": recipe.name})
+    # the provenance `saelab train` writes (the recipe's k) does not make it a TopK
+    written = save_sae(sae, tmp_path / "jump", {"recipe": recipe.name, "k": 2, "normalize": True})
     assert [p.name for p in written] == ["sae.safetensors", "sae.json"]  # OpenAI's has no JumpReLU
     loaded = saelab_format.load(tmp_path / "jump").sae
     assert loaded.jumprelu and loaded.k is None
@@ -326,6 +327,38 @@ def test_jumprelu_initial_threshold():
     assert math.isclose(recipe.l0_coef, 1e-3)
 
 
+def test_jumprelu_target_l0_loss_is_dictionary_learnings():
+    """With target_l0 T the sparsity term is l0_coef * (L0 / T - 1)^2, L0 counted by hand."""
+    recipe, sae, x = jumprelu_case()
+    recipe.target_l0 = 1.5
+    theta = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    pre = pre_activations(sae, x)
+    latents = [[v if v > theta[j] else 0.0 for j, v in enumerate(row)] for row in pre]
+    l0 = sum(sum(a != 0 for a in row) for row in latents) / len(x)
+    assert l0 != 1.5
+
+    out = recipe.loss(sae, x, 2.5)
+
+    expected = 2.5 * mse_of(latents, sae, x) + 0.1 * (l0 / 1.5 - 1) ** 2
+    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_jumprelu_target_l0_starts_the_thresholds_at_the_target():
+    """Every threshold starts at one value at which the init sample's mean L0 (counted here
+    from the built SAE's own pre-activations) is the target, to within one activation."""
+    sample = torch.randn(512, 16, generator=torch.Generator().manual_seed(3))
+    recipe = JumpReLU(n_latents=64, target_l0=5, normalize=False)
+    sae, _ = recipe.build(16, sample, 0)
+    theta = sae.threshold.detach()
+    assert torch.all(theta == theta[0]) and theta[0] > 0
+    with torch.no_grad():
+        W_enc, _, b_pre, b_lat = weights(sae)
+        pre = (sample.double() - b_pre) @ W_enc.T + b_lat
+    on = (pre > float(theta[0])).sum().item()
+    assert 5 * 512 - 2 <= on <= 5 * 512  # the cut-off itself is not above the threshold
+    assert JumpReLU(n_latents=64).build(16, sample, 0)[0].threshold[0].item() == pytest.approx(0.01)
+
+
 # -- config checks ---------------------------------------------------------------------------
 BAD_RECIPES = [
     ("batchtopk", ["recipe.k=0"], "recipe.k=0 must be an integer from 1"),
@@ -340,6 +373,8 @@ BAD_RECIPES = [
     ("jumprelu", ["recipe.bandwidth=0"], "recipe.bandwidth=0 must be a positive number"),
     ("jumprelu", ["recipe.init_threshold=0"], "recipe.init_threshold=0 must be a positive"),
     ("jumprelu", ["recipe.pre_act_coef=-1"], "recipe.pre_act_coef=-1 must be a number >= 0"),
+    ("jumprelu", ["recipe.target_l0=0"], "recipe.target_l0=0 must be null or a positive number"),
+    ("jumprelu", ["recipe.target_l0=300"], "recipe.target_l0=300 must be null or in \\(0, recipe"),
     ("jumprelu", ["recipe.dead_tokens=-1"], "recipe.dead_tokens=-1 must be an integer >= 0"),
 ]
 

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoTokenizer, GPT2LMHeadModel
 
 from saelab.cli import main
@@ -79,3 +80,50 @@ def test_nmse_recomputed_from_the_raw_checkpoint_and_hugging_face(tmp_path):
     nmse = ((recons - x).pow(2).sum(-1) / x.pow(2).sum(-1)).mean().item()
     assert len(x) == 128 * 63
     assert reported["reconstruction/nmse"] == pytest.approx(nmse, rel=1e-4)
+
+
+# -- the sparsity frontier (experiments/tiny_zoo/train_frontier.sh) ----------------------------
+FRONTIER = json.loads((ZOO_DIR / "tiny" / "saes" / "frontier.json").read_text())
+RECIPES = ("topk", "relu_l1", "batchtopk", "jumprelu", "matryoshka", "multi_topk")
+
+
+def test_frontier_is_every_recipe_at_three_sparsities_in_float16_within_15_mb():
+    assert sorted((e["family"], e["variant"]) for e in FRONTIER) == sorted(
+        (f"frontier_{r}", f"l0_{t}") for r in RECIPES for t in (8, 16, 32)
+    )
+    files = sorted((ZOO_DIR / "tiny" / "saes").glob("frontier_*/l0_*/resid_post_mlp/2.*"))
+    assert len(files) == 2 * len(FRONTIER)  # weights and config
+    assert sum(f.stat().st_size for f in files) <= 15e6
+    for weights in (f for f in files if f.suffix == ".safetensors"):
+        tensors = load_file(str(weights))
+        assert tensors["W_enc"].dtype == torch.float16 and tensors["W_enc"].shape == (256, 256)
+
+
+@pytest.mark.parametrize("family, variant", [("jumprelu", "l0_16"), ("matryoshka", "l0_8")])
+def test_frontier_sae_reaches_its_model_card_metrics(family, variant, tmp_path):
+    """Through `saelab eval` with the bundled source's variant (saelab's format, float16 on
+    disk), the numbers the frontier sweep put in the card."""
+    entry = next(
+        e for e in FRONTIER if e["family"] == f"frontier_{family}" and e["variant"] == variant
+    )
+    main(
+        [
+            "eval",
+            "experiment=tiny",
+            f"sae.family=frontier_{family}",
+            f"+sae.variant={variant}",
+            "logger=none",
+            f"hydra.run.dir={tmp_path}",
+        ]
+    )
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    metrics = record["metrics"]
+    for key in ("reconstruction/nmse", "sparsity/l0", "downstream/ce_loss_recovered"):
+        assert metrics[key] == pytest.approx(entry[key], abs=1e-3), key
+    assert record["provenance"]["sae_family"] == f"frontier_{family}"
+
+
+def test_missing_frontier_variant_is_a_clear_error():
+    expected = "has no variant 'l0_9'; one of \\['l0_16', 'l0_32', 'l0_8'\\]"
+    with pytest.raises(UserError, match=expected):
+        sae_path("tiny", "frontier_topk", Place("resid_post_mlp", 2), "l0_9")

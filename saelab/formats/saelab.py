@@ -46,18 +46,20 @@ def looks_like(path: Path) -> bool:
 
 
 def save(sae: Autoencoder, directory: Path, metadata: dict[str, Any] | None = None) -> list[Path]:
-    """`sae.safetensors`, then `sae.json` (the config, so a reader never finds it alone)."""
+    """`sae.safetensors`, then `sae.json` (the config, so a reader never finds it alone). The
+    SAE's own shape and activation win over `metadata`'s keys (a BatchTopK run's provenance
+    says k=32, but the SAE it saves is a JumpReLU, which has no k)."""
     names = (*TENSORS, "threshold") if sae.jumprelu else TENSORS
     tensors = {name: getattr(sae, name).detach().cpu().contiguous() for name in names}
     blob = safetensors_bytes(tensors)
     config = {
+        **(metadata or {}),
         "format": FORMAT,
         "n_latents": sae.n_latents,
         "n_inputs": sae.n_inputs,
         "k": sae.k,
         "normalize": sae.normalize,
         "jumprelu": sae.jumprelu,
-        **(metadata or {}),
     }
     return [
         atomic_write(directory / WEIGHTS, lambda f: f.write(blob)),

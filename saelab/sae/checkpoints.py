@@ -138,19 +138,23 @@ class Release(Source):
 
 @dataclass
 class Bundled(Source):
-    """An SAE family bundled in saelab/zoo (offline), chosen like OpenAI's by place."""
+    """An SAE family bundled in saelab/zoo (offline), chosen like OpenAI's by place; `variant`
+    picks one SAE per place of a family that has several (the frontier's target L0s)."""
 
     model: str
     family: str
+    variant: str | None = None
 
     def __post_init__(self) -> None:
-        self.what = f"the bundled {self.model} {self.family} family"
+        which = f" {self.variant}" if self.variant else ""
+        self.what = f"the bundled {self.model} {self.family}{which} family"
 
     def covers(self) -> list[Place]:
-        return saelab.zoo.sae_places(self.model, self.family)
+        return saelab.zoo.sae_places(self.model, self.family, self.variant)
 
     def load(self, place: Place | None = None) -> Checkpoint:
-        checkpoint = load(path=str(saelab.zoo.sae_path(self.model, self.family, place)))
+        path = saelab.zoo.sae_path(self.model, self.family, place, self.variant)
+        checkpoint = load(path=str(path))
         checkpoint.family = self.family
         return checkpoint
 

@@ -94,6 +94,8 @@ RECIPE_RULES: list[Rule] = [
     ("recipe.l0_coef", NON_NEGATIVE, "0.001"),
     ("recipe.bandwidth", POSITIVE, "0.05"),
     ("recipe.init_threshold", POSITIVE, "0.01"),
+    ("recipe.target_l0", ("null or a positive number", lambda v: v is None or POSITIVE[1](v)),
+     "32"),
     ("recipe.pre_act_coef", NON_NEGATIVE, "0"),
 ]
 
@@ -173,6 +175,11 @@ def check_recipe(cfg: DictConfig) -> None:
     """The keys that only some recipes have (after `recipe.k` and `recipe.n_latents`)."""
     apply(cfg, RECIPE_RULES, present_only=True)
     recipe, n_latents = cfg.recipe, cfg.recipe.n_latents
+    if recipe.get("target_l0") is not None and recipe.target_l0 > n_latents:
+        raise UserError(
+            f"recipe.target_l0={recipe.target_l0} must be null or in (0, recipe.n_latents="
+            f"{n_latents}] (JumpReLU's mean latents per token): e.g. recipe.target_l0=32"
+        )
     if "multiple" in recipe and recipe.k * recipe.multiple > n_latents:
         raise UserError(
             f"recipe.k={recipe.k} x recipe.multiple={recipe.multiple} must be at most "

@@ -38,18 +38,20 @@ PLACEMENT = ("location", "layer")  # keys of a `sweep.saes` entry that say where
 
 @dataclass
 class Entry:
-    """One SAE of the sweep: its family (or its name in `sweep.saes`), where it reads, the
-    source that loads it, and its config (as a separate eval run would record it)."""
+    """One SAE of the sweep: its family, where it reads, the source that loads it, its config
+    (as a separate eval run would record it) and its folder (the family, or its name in
+    `sweep.saes`: entries of one family, a frontier's SAEs, each get a folder)."""
 
     family: str
     place: Place
     source: Source
     sae: DictConfig
+    folder: str
 
     @property
     def name(self) -> str:
-        """Its results folder: `<family>/<location>/<layer>`."""
-        return f"{self.family}/{self.place.name}"
+        """Its results folder: `<folder>/<location>/<layer>`."""
+        return f"{self.folder}/{self.place.name}"
 
     def load(self, model: ModelSource) -> Checkpoint:
         checkpoint = self.source.load(self.place)
@@ -59,13 +61,14 @@ class Entry:
 
 
 def entries(cfg: DictConfig, model: ModelSource) -> list[Entry]:
-    """The `sae` family expanded over `layer` x `location`, then the explicit `sweep.saes`."""
+    """The `sae` family expanded over `layer` x `location`, then the explicit `sweep.saes`
+    (each in the folder of its name)."""
     out = []
     if cfg.get("sae"):
         source = build(cfg.sae)
         family = source.family or "sae"
         for place, _ in places(source, model, cfg.layer, cfg.location):
-            out.append(Entry(family, place, source, cfg.sae))
+            out.append(Entry(family, place, source, cfg.sae, family))
     for name, node in (cfg.sweep.saes or {}).items():
         if "_target_" not in node:
             raise UserError(
@@ -76,7 +79,8 @@ def entries(cfg: DictConfig, model: ModelSource) -> list[Entry]:
         found = places(source, model, node.get("layer"), node.get("location"))
         if len(found) != 1:
             raise UserError(f"sweep.saes.{name} must name one place (its location and layer)")
-        out.append(Entry(name, found[0][0], source, sae))
+        # filed under its source's family (a zoo or release family) where it has one
+        out.append(Entry(source.family or name, found[0][0], source, sae, name))
     if not out:
         raise UserError("the sweep selects no SAE: check sae=, layer=, location= and sweep.saes")
     return out

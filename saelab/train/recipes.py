@@ -551,19 +551,30 @@ class LogThresholdAutoencoder(Autoencoder):
 
 class JumpReLU(Recipe):
     """JumpReLU (Rajamanoharan et al. 2024; Gemma Scope): `latent = pre * (pre > threshold)`
-    with a learned per-latent threshold, and an L0 penalty:
+    with a learned per-latent threshold, and a sparsity penalty on the mean L0 over tokens:
 
-        loss = mse_scale * MSE + l0_coef * mean over tokens of L0
+        loss = mse_scale * MSE + l0_coef * L0                       (target_l0 null: Gemma Scope)
+        loss = mse_scale * MSE + l0_coef * (L0 / target_l0 - 1)^2   (dictionary_learning's
+                                          JumpReluTrainer, which trained SAEBench's JumpReLUs)
                [+ pre_act_coef * mean over tokens of sum over dead latents of relu(threshold - pre)]
 
     The step functions have no useful gradient, so the thresholds learn through
     straight-through estimators with a rectangle kernel of width `bandwidth` (SAELens's
     "step" mode, Google DeepMind's; not Anthropic's tanh penalty); thresholds are
-    `exp(log_threshold)`, initialised to `init_threshold`. The optional pre-activation
-    penalty is SAELens's remedy for dead latents (Anthropic's, applied to dead latents only;
-    decoder rows are unit-norm here, so their norm drops out). `l0_coef` is in units of the
-    variance-scaled MSE (about the fraction of variance unexplained), as Gemma Scope's
-    lambda is for activations normalised to unit mean square.
+    `exp(log_threshold)`. The optional pre-activation penalty is SAELens's remedy for dead
+    latents (Anthropic's, applied to dead latents only; decoder rows are unit-norm here, so
+    their norm drops out). `l0_coef` is in units of the variance-scaled MSE (about the
+    fraction of variance unexplained), as Gemma Scope's lambda is for activations normalised
+    to unit mean square.
+
+    Adam moves a log-threshold by about `lr` per step, so in a run of a few hundred steps the
+    thresholds stay near where they start and so does L0: from SAELens's `init_threshold`
+    0.01, a 196-step run of 512 latents on the tiny model ended at L0 320. With `target_l0`
+    the encoder is scaled as without it (for the code at `init_threshold`), then every
+    threshold starts at the one value at which the initialisation sample's mean L0 is
+    `target_l0` (BatchTopK's cut-off), and the penalty pulls L0 towards it. (Scaling the
+    encoder for the sparse code instead made its latents shrink below the thresholds in the
+    first steps: L0 1.7 for a target of 8 after 98 steps.)
     """
 
     name = "jumprelu"
@@ -575,6 +586,7 @@ class JumpReLU(Recipe):
         l0_coef: float = 1e-3,
         bandwidth: float = 0.05,
         init_threshold: float = 0.01,
+        target_l0: float | None = None,
         pre_act_coef: float = 0.0,
         dead_tokens: int = 10_000_000,
         normalize: bool = True,
@@ -582,6 +594,7 @@ class JumpReLU(Recipe):
     ) -> None:
         super().__init__(n_latents, pre_bias_init)
         self.l0_coef, self.bandwidth, self.init_threshold = l0_coef, bandwidth, init_threshold
+        self.target_l0 = target_l0
         self.pre_act_coef, self.dead_tokens, self.normalize = pre_act_coef, dead_tokens, normalize
 
     def new_sae(self, n_inputs: int, seed: int) -> Autoencoder:
@@ -591,6 +604,25 @@ class JumpReLU(Recipe):
         with torch.no_grad():
             sae.log_threshold.fill_(math.log(self.init_threshold))
         return sae
+
+    def target_cutoff(self, pre: Tensor) -> Tensor:
+        """The value above which `pre`'s tokens keep `target_l0` latents on average."""
+        keep = max(1, round(self.target_l0 * len(pre)))
+        return F.relu(pre).flatten().topk(keep).values[-1]
+
+    def build(self, n_inputs: int, sample: Tensor, seed: int) -> tuple[Autoencoder, float]:
+        sae, mse_scale = super().build(n_inputs, sample, seed)
+        if self.target_l0 is not None:
+            with torch.no_grad():
+                pre = sae.encode_pre_act(sae.preprocess(sample.float())[0])
+                cutoff = self.target_cutoff(pre).clamp_min(1e-12)
+                sae.log_threshold.fill_(float(cutoff.log()))
+        return sae, mse_scale
+
+    def sparsity_loss(self, l0: Tensor) -> Tensor:
+        if self.target_l0 is None:
+            return self.l0_coef * l0
+        return self.l0_coef * (l0 / self.target_l0 - 1).pow(2)
 
     def loss(
         self, sae: Autoencoder, x: Tensor, mse_scale: float | Tensor, record: Record = record_firing
@@ -602,7 +634,7 @@ class JumpReLU(Recipe):
         recons = latents @ sae.W_dec + sae.pre_bias
         mse = (recons - x).pow(2).mean()
         l0 = StepFunction.apply(pre, threshold, self.bandwidth).sum(-1).mean()
-        loss = mse_scale * mse + self.l0_coef * l0
+        loss = mse_scale * mse + self.sparsity_loss(l0)
         logs = {**reconstruction_logs(recons, x, mse), "l0_loss": l0}
         counts = (latents > 0).sum(0)
         record(sae, counts, len(x))

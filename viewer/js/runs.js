@@ -58,8 +58,9 @@ function ticks(lo, hi, n) {
   return out;
 }
 
-// One small chart: per series its points (x, y, row), joined by a line when `lines`.
-function chart({ title, metric, points, xLabel, logX = false, integerX = false, lines = true, frontier = null, width = 340, height = 210 }) {
+// One small chart: per series its points (x, y, se, row), joined by a line where
+// `lines(points)`, with each series' Pareto line at each layer where `frontier` is given.
+function chart({ title, metric, points, xLabel, logX = false, integerX = false, lines = () => true, frontier = null, width = 340, height = 210 }) {
   const pad = { left: 50, right: 12, top: 8, bottom: 34 };
   const w = width - pad.left - pad.right;
   const hgt = height - pad.top - pad.bottom;
@@ -99,7 +100,7 @@ function chart({ title, metric, points, xLabel, logX = false, integerX = false, 
     const g = s("g", { class: "series", "data-series": series.name });
     const sorted = [...pts].sort((a, b) => a.x - b.x);
     const path = (pts, cls) => s("path", { d: pts.map((p, i) => `${i ? "L" : "M"}${X(p.x).toFixed(1)},${Y(p.y).toFixed(1)}`).join(" "), class: cls, stroke: series.color, fill: "none" });
-    if (lines) g.appendChild(path(sorted, "line"));
+    if (lines(sorted)) g.appendChild(path(sorted, "line"));
     if (frontier) { // the series' Pareto line at each layer where it has several SAEs
       for (const layer of new Set(pts.map((p) => p.row.layer))) {
         const line = pareto(pts.filter((p) => p.row.layer === layer), frontier.higherBetter);
@@ -177,6 +178,12 @@ function matchedL0(rows, series) {
   }
   return tables;
 }
+
+// Which series get a line: across layers, a curve (one SAE per layer); against L0, a
+// frontier (several SAEs of one family at one layer, e.g. `experiment=tiny_frontier`).
+const layersOf = (points) => new Set(points.map((p) => p.row.layer));
+const distinctLayers = (points) => layersOf(points).size === points.length;
+const oneLayer = (points) => points.length > 1 && layersOf(points).size === 1;
 
 function bySeries(rows, series, xOf, metric) {
   return series
@@ -296,11 +303,11 @@ export function renderRuns(runs) {
   const missing = METRICS.filter(([k]) => !rows.some((r) => finite(r[k]))).map(([, label]) => label);
   const across = layered.map(([key, label, hint]) => h("figure", { class: "small-chart" },
     h("figcaption", {}, label, " ", h("span", { class: "muted" }, hint)),
-    chart({ title: label, metric: key, points: bySeries(rows, series, (r) => r.layer, key), xLabel: "layer", integerX: true })));
+    chart({ title: label, metric: key, points: bySeries(rows, series, (r) => r.layer, key), xLabel: "layer", integerX: true, lines: distinctLayers })));
   const frontier = FRONTIER
     .filter(([k]) => rows.some((r) => finite(r[k]) && finite(r[L0])) )
-    .map(([key, label, higherBetter]) => h("figure", { class: "small-chart" }, h("figcaption", {}, `${label} against L0`, " ", h("span", { class: "muted" }, "(log x; one point per SAE; lines: each series' Pareto frontier at a layer)")),
-      chart({ title: label, metric: `frontier:${key}`, points: bySeries(rows, series, (r) => r[L0], key).map((p) => ({ ...p, points: p.points.filter((q) => q.x > 0) })).filter((p) => p.points.length), xLabel: "L0 (log)", logX: true, lines: false, frontier: { higherBetter }, width: 520, height: 240 })));
+    .map(([key, label, higherBetter]) => h("figure", { class: "small-chart" }, h("figcaption", {}, `${label} against L0`, " ", h("span", { class: "muted" }, "(log x; one point per SAE; a family's SAEs at one layer joined in order of L0, dashed: its Pareto frontier)")),
+      chart({ title: label, metric: `frontier:${key}`, points: bySeries(rows, series, (r) => r[L0], key).map((p) => ({ ...p, points: p.points.filter((q) => q.x > 0) })).filter((p) => p.points.length), xLabel: "L0 (log)", logX: true, lines: oneLayer, frontier: { higherBetter }, width: 520, height: 240 })));
   const matched = matchedL0(rows, series);
   return h("div", { class: "dashboard" },
     h("h1", {}, "Runs"),
