@@ -144,6 +144,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 one.run,
                 module.n_tokens,
                 seconds_test_loop=seconds,  # of the whole group, which shares each forward
+                seconds_by_part={k: round(v, 3) for k, v in module.seconds.items()},
                 group_size=len(group),
             )
             run_cfg = cfg.copy()  # the config of this SAE alone, as a separate eval would have
