@@ -249,3 +249,29 @@ def test_absorption_through_the_cli_on_the_tiny_model(tmp_path):
     artifact = json.loads((out / "absorption.json").read_text())
     assert len(artifact["letters"]) == 26
     assert sum(letter["counted"] for letter in artifact["letters"]) == n
+
+
+def test_the_saes_at_a_hook_share_the_prompts_forwards(shakespeare, monkeypatch):
+    """Two SAEs at one hook: the prompts go through the model once (100 words in batches of
+    32: 4 forwards), the second SAE reuses them and the ground-truth probes."""
+    from saelab.evals import absorption
+    from saelab.evals.base import RunContext
+    from saelab.sources.places import Place
+
+    absorption._CACHE.clear()
+    forwards = []
+    original = RunContext.activations
+    monkeypatch.setattr(
+        RunContext, "activations", lambda self, tokens: forwards.append(1) or original(self, tokens)
+    )
+    place = Place("resid_post_mlp", 1)
+    results = []
+    for seed in (0, 1):
+        sae = Autoencoder.random(64, 256, k=4, seed=seed)
+        plugin = Absorption(max_words=100, icl_examples=2, batch_size=32, epochs=2, max_k=3,
+                            min_probe_f1=0, min_letters=1)  # fmt: skip
+        plugin.setup(RunContext.of_sae(sae, shakespeare, place))
+        with torch.inference_mode():
+            results.append(plugin.compute())
+        assert len(forwards) == 4
+    assert all(0 <= r["absorption/mean_absorption_fraction"] <= 1 for r in results)
