@@ -151,6 +151,27 @@ def test_first_letter_prompts_token_by_token(shakespeare):
             assert answer == word.strip()[0].upper()
         assert len(lines) == 5
     assert [LETTERS[i] for i in task.letter[:5]] == [w.strip()[0].lower() for w in task.words[:5]]
+    # at most: BOS, newline, 3 x (word, " has the first letter:" (5 tokens), the longest
+    # answer (2 tokens: some letters' " X" is two), newline), then the word
+    assert first_letter.prompt_length(tokenizer, icl_examples=3) == 2 + 3 * 9 + 1
+    assert int(task.position.max()) + 1 <= 30
+
+
+def test_prompts_beyond_the_models_context_are_a_one_line_error_at_setup(shakespeare):
+    from saelab.errors import UserError
+    from saelab.evals.base import RunContext
+    from saelab.sources.places import Place
+
+    run = RunContext.of_sae(
+        Autoencoder.random(64, 256, k=4), shakespeare, Place("resid_post_mlp", 1)
+    )
+    with pytest.raises(
+        UserError, match=r"prompts of up to 183 tokens exceed the model's context \(128\)"
+    ):
+        Absorption(icl_examples=20).setup(run)  # 2 + 20 x 9 + 1 tokens up to the word
+    with pytest.raises(UserError, match="needs one '{word}'"):
+        Absorption(template="has the first letter:").setup(run)
+    Absorption().setup(run)  # 10 examples: 93 tokens fit
 
 
 def test_alpha_tokens_are_letters_after_one_optional_space(shakespeare):

@@ -64,6 +64,29 @@ def alpha_tokens(tokenizer: Any, vocab_size: int) -> tuple[list[int], list[str]]
     return ids, texts
 
 
+def _pieces(tokenizer: Any, template: str) -> tuple[list[int], ...]:
+    """Token ids of the template around the word, of each letter's answer and of a newline,
+    and the BOS (empty if the tokenizer has none)."""
+    if template.count("{word}") != 1:
+        raise UserError(f"evals.absorption.template={template!r} needs one '{{word}}'")
+
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    before, after = (encode(part) for part in template.split("{word}"))
+    answers = [encode(f" {c.upper()}") for c in LETTERS]
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    return before, after, answers, encode("\n"), bos
+
+
+def prompt_length(tokenizer: Any, template: str = TEMPLATE, icl_examples: int = 10) -> int:
+    """The most tokens a prompt can take up to and including the word (what the model reads):
+    every example with the longest answer."""
+    before, after, answers, newline, bos = _pieces(tokenizer, template)
+    example = len(before) + 1 + len(after) + max(map(len, answers)) + len(newline)
+    return len(bos) + len(newline) + icl_examples * example + len(before) + 1
+
+
 def build(
     tokenizer: Any,
     vocab_size: int,
@@ -75,8 +98,7 @@ def build(
 ) -> FirstLetterTask:
     """The task over `tokenizer`'s vocabulary (the first `max_words` shuffled words: all if
     None)."""
-    if template.count("{word}") != 1:
-        raise UserError(f"evals.absorption.template={template!r} needs one '{{word}}'")
+    before, after, answers, newline, bos = _pieces(tokenizer, template)
     ids, texts = alpha_tokens(tokenizer, vocab_size)
     rng = random.Random(seed)
     order = rng.sample(range(len(ids)), len(ids))[:max_words]
@@ -87,14 +109,6 @@ def build(
             f"{icl_examples} in-context examples per prompt on each split (evals.absorption."
             "max_words, icl_examples)"
         )
-
-    def encode(text: str) -> list[int]:
-        return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
-
-    before, after = (encode(part) for part in template.split("{word}"))
-    answers = [encode(f" {c.upper()}") for c in LETTERS]
-    newline = encode("\n")
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     token = [ids[i] for i in order]
     words = [texts[i] for i in order]
     letter = [LETTERS.index(w.strip()[0].lower()) for w in words]

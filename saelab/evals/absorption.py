@@ -131,6 +131,12 @@ class Absorption(EvalPlugin):
             raise UserError(
                 f"evals.absorption.max_k={self.max_k} exceeds the SAE's {run.sae.n_latents} latents"
             )
+        length = first_letter.prompt_length(run.model.tokenizer, self.template, self.icl_examples)
+        if length > run.model.n_ctx:
+            raise UserError(
+                f"first-letter prompts of up to {length} tokens exceed the model's context "
+                f"({run.model.n_ctx}): lower evals.absorption.icl_examples"
+            )
         self.run = run
 
     def update(self, batch: EvalBatch) -> None:
@@ -203,11 +209,6 @@ class Absorption(EvalPlugin):
 
 def capture(run: RunContext, task: first_letter.FirstLetterTask, batch_size: int) -> Tensor:
     """[n, d] the hook's activations at each prompt's word token (float32)."""
-    if task.prompts.shape[1] > run.model.n_ctx:
-        raise UserError(
-            f"first-letter prompts of {task.prompts.shape[1]} tokens exceed the model's context "
-            f"({run.model.n_ctx}): lower evals.absorption.icl_examples"
-        )
     out = []
     bar = tqdm(total=len(task), desc=f"absorption prompts at {run.hook}", unit="prompt",
                leave=False)  # fmt: skip
