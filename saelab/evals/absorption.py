@@ -95,7 +95,8 @@ class HookTask:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.acts, self.logits))
+        tensors = (self.acts, self.logits, self.task.prompts)
+        return sum(t.numel() * t.element_size() for t in tensors)
 
 
 class Absorption(EvalPlugin):
