@@ -9,12 +9,19 @@ work. The reference is a pass of one SAE with reconstruction + density alone on 
 tokens. Small by default (CPU): a slice of the tasks (`--max-train`, `--max-test` texts per
 class). Prints a table and writes JSON.
 
-    python -m benchmarks.probing_cost [--n-tokens 2048] [--out FILE]
+`absorption` reads no evaluated batch (its prompts are its own), so its `compute` is timed
+for the same two SAEs at the same hook outside the pass. `random_gpt2`'s byte tokenizer has
+only 52 letter tokens, so its words are the bundled Shakespeare tokenizer's (3853 alphabetic
+tokens; ids < 4096 are valid GPT-2 ids), `--absorption-words` of them (GPT-2's own 50257-token
+vocabulary has many more; the cost is about linear in the words).
+
+    python -m benchmarks.probing_cost [--n-tokens 2048] [--plugins probe absorption] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -24,15 +31,24 @@ import torch
 
 from saelab import Autoencoder
 from saelab.data.tokens import Bundled, TokenDataModule
-from saelab.evals import Density, ProbeLoss, Reconstruction, SparseProbing, sparse_probing
+from saelab.evals import (
+    Absorption,
+    Density,
+    ProbeLoss,
+    Reconstruction,
+    SparseProbing,
+    absorption,
+    sparse_probing,
+)
 from saelab.evals.base import RunContext
 from saelab.evals.evaluator import Evaluation, probe
 from saelab.formats.base import Checkpoint
 from saelab.io import write_json
-from saelab.sources.models import random_gpt2
+from saelab.sources.models import bundled, random_gpt2
 from saelab.sources.places import Place
 
 PLACE = Place("resid_post_mlp", 6)
+PLUGINS = ["probe", "sparse_probing", "absorption"]
 
 
 def timed(plugin, seconds: dict, name: str):
@@ -67,6 +83,8 @@ def main() -> None:
     parser.add_argument("--n-tokens", type=int, default=2048)
     parser.add_argument("--max-train", type=int, default=50)
     parser.add_argument("--max-test", type=int, default=25)
+    parser.add_argument("--absorption-words", type=int, default=1000)
+    parser.add_argument("--plugins", nargs="+", default=PLUGINS, choices=PLUGINS)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/probing_cost.json"))
     args = parser.parse_args()
 
@@ -82,7 +100,7 @@ def main() -> None:
     sparse_probing._CACHE.clear()
 
     def plugins(i: int) -> dict:
-        return {
+        chosen = {
             "reconstruction": Reconstruction(),
             "density": Density(),
             "probe": timed(ProbeLoss(max_tokens=args.n_tokens), seconds[i], "probe"),
@@ -91,8 +109,22 @@ def main() -> None:
                 seconds[i], "sparse_probing",
             ),
         }  # fmt: skip
+        return {k: v for k, v in chosen.items() if k not in PLUGINS or k in args.plugins}
 
-    both = evaluate(model, data, saes, plugins)
+    both = None
+    if {"probe", "sparse_probing"} & set(args.plugins):
+        both = evaluate(model, data, saes, plugins)
+    if "absorption" in args.plugins:
+        absorption._CACHE.clear()
+        words = dataclasses.replace(model, tokenizer=bundled("tiny").tokenizer)
+        for i, sae in enumerate(saes):
+            plugin = Absorption(max_words=args.absorption_words)
+            plugin.setup(RunContext(words, PLACE, Checkpoint(sae, None, "memory"), data))
+            started = time.perf_counter()
+            with torch.inference_mode():
+                plugin.compute()
+            seconds[i]["absorption"] = time.perf_counter() - started
+
     result = {
         "setup": {
             "model": "random_gpt2 (GPT-2 small shape)",
@@ -103,18 +135,19 @@ def main() -> None:
             "sparse_probing_tasks": tasks,
             "max_train": args.max_train,
             "max_test": args.max_test,
+            "absorption_words": args.absorption_words,
             "device": "cuda" if torch.cuda.is_available() else "cpu",
             "torch_threads": torch.get_num_threads(),
         },
         "seconds": {
             "reconstruction_density_one_sae": round(base, 2),
-            "all_plugins_two_saes": round(both, 2),
+            "probing_pass_two_saes": None if both is None else round(both, 2),
             "first_sae": {k: round(v, 2) for k, v in seconds[0].items()},
             "second_sae": {k: round(v, 2) for k, v in seconds[1].items()},
         },
         "relative_to_reconstruction_density": {
             f"{plugin}_{which}": round(seconds[i][plugin] / base, 2)
-            for plugin in ("probe", "sparse_probing")
+            for plugin in args.plugins
             for i, which in enumerate(("first_sae_at_hook", "each_further_sae"))
         },
     }

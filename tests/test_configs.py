@@ -73,3 +73,24 @@ def test_a_task_runs_with_a_composed_config_outside_the_cli(tmp_path):
     metrics = eval_task.run(cfg)
     assert 0 <= metrics["density/dead_fraction"] < 1
     assert (tmp_path / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("command", ["eval", "sweep", "train"])
+def test_the_tasks_group_chooses_what_the_probing_plugins_read(command):
+    """`tasks=<option>` picks the token tasks of `probe` and the texts of `sparse_probing`;
+    a plugin option given on the command line still wins."""
+    from saelab.data import labelled, token_tasks
+    from saelab.evals import build_plugins
+
+    def plugins(*overrides: str) -> dict:
+        with initialize_config_dir(str(CONF), version_base="1.3"):
+            cfg = compose(command, overrides=["evals=[probe,sparse_probing]", *overrides])
+        return build_plugins(cfg.evals)
+
+    default = plugins()
+    assert default["probe"].tasks == token_tasks.TASKS
+    assert default["sparse_probing"].datasets == list(labelled.BUNDLED)
+    assert plugins("tasks=saebench")["sparse_probing"].datasets == list(labelled.HUB)
+    assert plugins("tasks=letters")["probe"].tasks == token_tasks.FIRST_LETTER
+    chosen = plugins("tasks=saebench", "evals.sparse_probing.datasets=[shakespeare_genre]")
+    assert chosen["sparse_probing"].datasets == ["shakespeare_genre"]

@@ -25,6 +25,13 @@ METRICS = [
     "sparsity/l0",
     "density/dead_fraction",
 ]
+# the feature-quality plugins' headline metrics (small settings: the tiny model proves the path)
+QUALITY = [
+    "probe/loss",
+    "sparse_probing/sae_top_1_accuracy",
+    "absorption/mean_absorption_fraction",
+    "absorption/mean_full_absorption",
+]
 EXPORTED = "topk/resid_post_mlp/2"  # the sweep run that gets an export inside its folder
 SECRET = "s3cr3t-outside-the-served-dirs"
 
@@ -39,7 +46,17 @@ def dirs(tmp_path_factory) -> dict[str, Path]:
             "experiment=tiny_all",
             "logger=none",
             "data.n_tokens=4096",
-            "evals=[reconstruction,downstream,density]",
+            "evals=[reconstruction,downstream,density,probe,sparse_probing,absorption]",
+            "evals.probe.max_tokens=2048",
+            "evals.probe.tasks=[capitalised,newline,punctuation]",
+            "evals.sparse_probing.datasets=[shakespeare_speaker]",
+            "evals.sparse_probing.max_train=8",
+            "evals.sparse_probing.max_test=4",
+            "evals.absorption.max_words=120",
+            "evals.absorption.icl_examples=2",
+            "evals.absorption.epochs=5",
+            "evals.absorption.min_probe_f1=0",
+            "evals.absorption.min_letters=1",
             f"hydra.run.dir={sweep}",
         ]
     )
@@ -129,7 +146,7 @@ def test_charts_plot_every_metric_one_line_per_series(page, server):
         "ul.legend li line", "els => els.map(e => e.getAttribute('stroke'))"
     )
     assert len(set(colours)) == N_SERIES
-    for metric in METRICS:
+    for metric in METRICS + QUALITY:
         chart = page.locator(f'svg.chart[data-metric="{metric}"]')
         assert chart.locator("g.series").count() == N_SERIES, metric
         assert chart.locator("path.line").count() == N_SERIES, metric
@@ -140,6 +157,27 @@ def test_charts_plot_every_metric_one_line_per_series(page, server):
         frontier = page.locator(f'svg.chart[data-metric="frontier:{y}"]')
         assert frontier.locator("circle.pt").count() == N_ROWS
         assert frontier.locator("g.series").count() == N_SERIES
+
+
+def test_feature_quality_metrics_are_charted_and_in_the_table(page, server, dirs):
+    """The probing plugins' results of the sweep: a chart each, and a column each whose
+    values are the sweep's (`sweep.json`), row by row."""
+    visit(page, server, "#/runs")
+    captions = page.eval_on_selector_all("figure figcaption", "els => els.map(e => e.textContent)")
+    for label in ("probe loss", "sparse probing top-1 accuracy", "absorption fraction"):
+        assert any(c.startswith(label) for c in captions), label
+    assert "Not in these runs" not in page.inner_text("main")
+    runs = page.eval_on_selector_all(
+        "table.runs-table tbody tr", "rs => rs.map(r => r.dataset.run)"
+    )
+    by_run = {r["run"]: r for r in dirs["rows"]}
+    for key in QUALITY:
+        shown = column(page, key)  # 4 significant digits
+        assert len(shown) == N_ROWS
+        pairs = [(run, v) for run, v in zip(runs, shown, strict=True) if run in by_run]
+        assert len(pairs) == N_SWEEP
+        for run, value in pairs:
+            assert value == pytest.approx(by_run[run][key], rel=1e-3), (run, key)
 
 
 def column(page, key: str) -> list[float]:

@@ -410,3 +410,31 @@ def test_trained_sae_beats_a_random_one_on_probe_loss():
     trainer.test(evaluation, datamodule=data, verbose=False)
     ours, theirs = (results["probe/loss"] for results in evaluation.results)
     assert ours < theirs - 0.01 < 0.693
+
+
+def test_hook_cache_keeps_entries_per_model_and_evicts_the_least_recently_used():
+    from saelab.evals.hook_cache import HookCache
+
+    class Model:  # weakly referenced, as a ModelSource
+        pass
+
+    class Entry:
+        def __init__(self, nbytes: int) -> None:
+            self.nbytes = nbytes
+
+    cache, made = HookCache(), []
+
+    def make(nbytes: int):
+        return lambda: made.append(nbytes) or Entry(nbytes)
+
+    a, b = Model(), Model()
+    first = cache.get(a, "hook", make(4), max_bytes=10)
+    assert cache.get(a, "hook", make(4), max_bytes=10) is first and made == [4]
+    assert cache.get(b, "hook", make(4), max_bytes=10) is not first  # another model: a miss
+    cache.get(a, "hook", make(4), max_bytes=10)  # a's entry is now the most recent
+    cache.get(a, "other", make(4), max_bytes=10)  # 12 bytes > 10: b's entry (oldest) goes
+    assert made == [4, 4, 4]
+    cache.get(a, "hook", make(4), max_bytes=10)
+    assert made == [4, 4, 4]
+    cache.get(b, "hook", make(4), max_bytes=10)
+    assert made == [4, 4, 4, 4]

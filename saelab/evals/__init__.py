@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 
 from saelab.errors import UserError
 from saelab.evals.ablation_sparsity import AblationSparsity
+from saelab.evals.absorption import Absorption
 from saelab.evals.base import EvalBatch, EvalPlugin
 from saelab.evals.density import Density
 from saelab.evals.downstream import Downstream
@@ -27,6 +28,7 @@ ENTRY_POINT_GROUP = "saelab.evals"
 
 __all__ = [
     "AblationSparsity",
+    "Absorption",
     "Density",
     "Downstream",
     "EvalBatch",

@@ -1,4 +1,5 @@
-"""Logistic regression for the probing plugins: many 1-D probes at once, and one L2 probe.
+"""Logistic regression for the probing plugins: many 1-D probes at once, L2 probes (one, or
+many small ones at once) and SAEBench's Adam-trained one-vs-rest probes.
 
 `fit_1d` fits `sigmoid(w * z_f + b)` for every feature f and every task t at once: Newton's
 method on the 2x2 system of each (task, feature) pair, all pairs in one set of tensor
@@ -11,7 +12,10 @@ O(tasks x stored entries), not O(tasks x tokens x features).
 
 `fit_l2` is the probe of SAEBench's sparse probing: scikit-learn's default
 `LogisticRegression` objective (L2 on the weights with C = 1, the intercept unpenalised),
-minimised with L-BFGS.
+minimised with L-BFGS; `fit_l2_batched` the same objective (with sample weights: scikit-learn's
+`class_weight="balanced"`) for many problems of a few features at once, by Newton's method
+(absorption's k-sparse probes). `train_probes` is SAEBench's `train_multi_probe` (absorption's
+ground-truth probes and its L1 probe on latents), on dense rows or an SAE's sparse `Rows`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm import tqdm
 
 # Elements per chunk (tasks x stored entries) in `fit_1d`: 1 MB of float32 per temporary,
 # which stays in cache; larger chunks were slower on CPU.
@@ -252,3 +257,163 @@ def fit_l2(
 
     optimizer.step(closure)
     return params[:-1].clone(), params[-1].clone()
+
+
+def fit_l2_batched(
+    x: Tensor, y: Tensor, sample_weight: Tensor | None = None, C: float = 1.0,
+    max_iter: int = 100, tol: float = 1e-9,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """(w [B, D], b [B]): per problem, minimises `sum_n s_n BCE(x_n . w + b, y_n) + |w|^2 /
+    (2 C)` over `x` [B, N, D], `y` [B, N], weights `s` [B, N] (1 if None). Newton's method in
+    float64 on the (D + 1)-square Hessians of all problems at once; a problem whose objective
+    rose takes half its step until it does not. For small D (a k-sparse probe's k)."""
+    x = x.double()
+    xa = torch.cat([x, x.new_ones(*x.shape[:-1], 1)], -1)
+    y = y.double().to(x.device)
+    s = torch.ones_like(y) if sample_weight is None else sample_weight.double().to(x.device)
+    reg = x.new_full((xa.shape[-1],), 1 / C)
+    reg[-1] = 0  # the intercept is unpenalised
+
+    def logits(theta: Tensor) -> Tensor:
+        return torch.bmm(xa, theta[:, :, None])[..., 0]
+
+    def objective(theta: Tensor) -> Tensor:
+        z = logits(theta)
+        return (s * (F.softplus(z) - y * z)).sum(1) + 0.5 * (reg * theta.pow(2)).sum(1)
+
+    theta = x.new_zeros(xa.shape[0], xa.shape[-1])
+    value = objective(theta)
+    for _ in range(max_iter):
+        p = torch.sigmoid(logits(theta))
+        grad = torch.bmm(xa.transpose(1, 2), (s * (p - y))[..., None])[..., 0] + reg * theta
+        curvature = (s * p * (1 - p))[..., None]
+        hessian = torch.bmm(xa.transpose(1, 2), curvature * xa) + torch.diag(reg)
+        step = torch.linalg.solve(hessian, grad)
+        size = torch.ones_like(value)
+        for _ in range(30):  # halve the step of each problem whose objective rose
+            new_value = objective(theta - size[:, None] * step)
+            rose = new_value > value + 1e-12 * value.abs()  # not rounding at the optimum
+            if not rose.any():
+                break
+            size = torch.where(rose, size / 2, size)
+        step = size[:, None] * step
+        theta, value = theta - step, torch.minimum(new_value, value)
+        if step.abs().max() < tol:
+            break
+    return theta[:, :-1], theta[:, -1]
+
+
+@dataclass
+class Rows:
+    """`n_features` features of each row, as the row's stored (non-zero) entries: `cols` and
+    `values` sorted by row, row r's at `crow[r]:crow[r + 1]` (compressed sparse rows: an
+    SAE's latents of each input)."""
+
+    crow: Tensor
+    cols: Tensor
+    values: Tensor
+    n_features: int
+
+    @classmethod
+    def from_entries(
+        cls, rows: Tensor, cols: Tensor, values: Tensor, n_rows: int, n_features: int
+    ) -> Rows:
+        order = torch.argsort(rows, stable=True)
+        counts = torch.bincount(rows, minlength=n_rows)
+        crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        return cls(crow, cols[order], values[order], n_features)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.crow) - 1
+
+    def slice(self, start: int, end: int) -> Rows:
+        """Rows `start .. end - 1`."""
+        e0, e1 = int(self.crow[start]), int(self.crow[end])
+        return Rows(self.crow[start : end + 1] - e0, self.cols[e0:e1], self.values[e0:e1],
+                    self.n_features)  # fmt: skip
+
+    def select(self, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(i, col, value) of every entry of rows `rows` [M], i its index in `rows`."""
+        starts = self.crow[rows]
+        counts = self.crow[rows + 1] - starts
+        which = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), counts)
+        first = torch.repeat_interleave(starts - (counts.cumsum(0) - counts), counts)
+        entry = first + torch.arange(len(which), device=rows.device)
+        return which, self.cols[entry], self.values[entry]
+
+    def dense_columns(self, columns: Tensor) -> Tensor:
+        """[n_rows, *columns.shape]: each row's value of each listed feature."""
+        unique, inverse = torch.unique(columns, return_inverse=True)
+        lookup = torch.full((self.n_features,), -1, dtype=torch.long, device=self.cols.device)
+        lookup[unique] = torch.arange(len(unique), device=self.cols.device)
+        row = torch.repeat_interleave(
+            torch.arange(self.n_rows, device=self.cols.device), self.crow.diff()
+        )
+        slot = lookup[self.cols]
+        kept = slot >= 0
+        dense = self.values.new_zeros(self.n_rows, len(unique))
+        dense[row[kept], slot[kept]] = self.values[kept]
+        return dense[:, inverse]
+
+
+def train_probes(
+    x: Tensor | Rows,
+    y: Tensor,
+    epochs: int = 50,
+    batch_size: int = 4096,
+    lr: float = 0.01,
+    end_lr: float = 1e-5,
+    weight_decay: float = 1e-6,
+    l1: float = 0.0,
+    seed: int = 0,
+    desc: str = "train probes",
+) -> tuple[Tensor, Tensor]:
+    """(w [T, D], b [T]): SAEBench's `train_multi_probe`, T one-vs-rest logistic probes on
+    rows `x` [N, D] (dense, or sparse `Rows`) and 0/1 labels `y` [N, T], trained together:
+    mean over rows and tasks of the BCE with each task's positives weighted by its negatives
+    / positives (`pos_weight`), plus `l1 * mean_t |w_t|_1` (the L1 probe of k-sparse probing);
+    Adam with torch's `weight_decay` (on w and b); the learning rate decays exponentially from
+    `lr` to `end_lr` over the epochs; minibatches reshuffled each epoch (seeded).
+
+    The probes start at zero (SAEBench's start at torch's random `Linear` init): a feature
+    that never fires in `x` keeps weight 0 exactly. Computed in `x`'s dtype. (At the start
+    the bias's gradient is 0 but for rounding, which Adam's normalised step turns into a
+    step of up to `lr` in float32: runs agree only in float64.) The gradient is written out
+    (no autograd: this runs inside Lightning's inference mode)."""
+    sparse = isinstance(x, Rows)
+    n, d = (x.n_rows, x.n_features) if sparse else x.shape
+    values = x.values if sparse else x
+    y = y.to(values.device, values.dtype)
+    positives = y.sum(0)
+    pos_weight = (n - positives) / positives.clamp_min(1)
+    w = values.new_zeros(d, y.shape[1])
+    b = values.new_zeros(y.shape[1])
+    optimizer = torch.optim.Adam([w, b], lr=lr, weight_decay=weight_decay)
+    gamma = (end_lr / lr) ** (1 / epochs)
+    schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in tqdm(range(epochs), desc=desc, unit="epoch", leave=False):
+        order = torch.randperm(n, generator=generator).to(values.device)
+        for start in range(0, n, batch_size):
+            rows = order[start : start + batch_size]
+            if sparse:
+                which, cols, values = x.select(rows)
+                z = b + w.new_zeros(len(rows), w.shape[1]).index_add_(
+                    0, which, values[:, None] * w[cols]
+                )
+            else:
+                z = torch.addmm(b, x[rows], w)
+            yb = y[rows]
+            p = torch.sigmoid(z)
+            dz = (pos_weight * yb * (p - 1) + (1 - yb) * p) / yb.numel()
+            if sparse:
+                w.grad = torch.zeros_like(w).index_add_(0, cols, values[:, None] * dz[which])
+            else:
+                w.grad = x[rows].T @ dz
+            if l1:
+                w.grad += l1 / w.shape[1] * torch.sign(w)
+            b.grad = dz.sum(0)
+            optimizer.step()
+        schedule.step()
+    return w.T.contiguous(), b

@@ -21,17 +21,15 @@ epoch of best *test* accuracy; here every probe is the same L2 logistic regressi
 train alone.
 
 Cost and sharing: the task's activations at a hook are captured once (one forward per batch
-of texts, stopped after the hooked block) and kept in a small in-memory cache keyed by (model,
-hook, task, context length), with the baseline's results, so every SAE at that hook in a sweep
-(and every validation of a training run) reuses them; the cache holds at most `cache_bytes`,
+of texts, stopped after the hooked block) and kept in a `HookCache` keyed by (model, hook,
+task, context length), with the baseline's results, so every SAE at that hook in a sweep (and
+every validation of a training run) reuses them; the cache holds at most `cache_bytes`,
 least recently used out first. Only the SAE's encoding and its probes are per SAE.
 """
 
 from __future__ import annotations
 
 import math
-import weakref
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +40,7 @@ from tqdm import tqdm
 from saelab.data import labelled
 from saelab.errors import UserError
 from saelab.evals.base import EvalBatch, EvalPlugin, RunContext
+from saelab.evals.hook_cache import HookCache
 from saelab.evals.logistic import fit_l2
 from saelab.io import write_json
 
@@ -59,15 +58,14 @@ class TaskActivations:
     labels: list[str]
     test: Tensor  # [n] bool
     baseline: dict[int, dict] = field(default_factory=dict)  # seed -> the channels' results
-    model: weakref.ref | None = None
 
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.acts, self.text, self.pooled))
 
 
-# (id(model), hook, task, context length, sizes) -> the task's activations (most recent last)
-_CACHE: OrderedDict[tuple, TaskActivations] = OrderedDict()
+# (model, hook, task, context length, sizes) -> the task's activations
+_CACHE = HookCache()
 
 
 class SparseProbing(EvalPlugin):
@@ -124,20 +122,15 @@ class SparseProbing(EvalPlugin):
     def activations(self, name: str) -> TaskActivations:
         """The task's activations at this run's hook: from the cache, or captured now."""
         run = self.run
-        key = (id(run.model), run.hook, name, self.context_length, self.hub_train,
-               self.hub_test, self.max_train, self.max_test)  # fmt: skip
-        found = _CACHE.get(key)
-        if found is not None and found.model is not None and found.model() is run.model:
-            _CACHE.move_to_end(key)
-            return found
-        data = labelled.load(name, self.hub_train, self.hub_test)
-        data = data.first(self.max_train, self.max_test)
-        task = capture(run, data, self.context_length, self.batch_size)
-        task.model = weakref.ref(run.model)
-        _CACHE[key] = task
-        while _CACHE and sum(t.nbytes for t in _CACHE.values()) > self.cache_bytes:
-            _CACHE.popitem(last=False)  # the least recently used first (maybe this one)
-        return task
+        key = (run.hook, name, self.context_length, self.hub_train, self.hub_test,
+               self.max_train, self.max_test)  # fmt: skip
+
+        def make() -> TaskActivations:
+            data = labelled.load(name, self.hub_train, self.hub_test)
+            data = data.first(self.max_train, self.max_test)
+            return capture(run, data, self.context_length, self.batch_size)
+
+        return _CACHE.get(run.model, key, make, self.cache_bytes)
 
     def probes(self, name: str, x: Tensor, task: TaskActivations, kind: str) -> dict:
         """Per class accuracies of the probe on all of `x`'s columns and on the top k."""

@@ -16,6 +16,10 @@ export const METRICS = [
   ["downstream/kl", "KL (nats)", "lower is better"],
   ["sparsity/l0", "L0", "active latents per token"],
   ["density/dead_fraction", "dead fraction", "latents that never fired"],
+  ["probe/loss", "probe loss (nats)", "lower is better"],
+  ["sparse_probing/sae_top_1_accuracy", "sparse probing top-1 accuracy", "higher is better"],
+  ["absorption/mean_absorption_fraction", "absorption fraction", "lower is better"],
+  ["absorption/mean_full_absorption", "full absorption", "lower is better"],
 ];
 const L0 = "sparsity/l0";
 
