@@ -108,6 +108,16 @@ def test_a_latent_firing_on_one_token_is_that_token():
     assert explanation.tokens() == {token}
 
 
+def test_an_example_needing_a_longer_suffix_than_max_tokens_adds_no_pattern():
+    two_after_a = latent_fn(
+        lambda seq, i: 1.0 if seq[i] == B and i > 1 and seq[i - 2] == A else 0.0
+    )
+    examples = [Example(0, [7, A, 3, B], 1.0)]
+    assert build(two_after_a, examples, PAD, max_tokens=2)[0].patterns() == []
+    (explanation,) = build(two_after_a, examples, PAD, max_tokens=3).values()
+    assert explanation.patterns() == [{"tokens": [A, None, B], "start": False, "act": 1.0}]
+
+
 def trie(*paths) -> Explanation:
     """A trie written out by hand: each path is (keys from the firing token back, act)."""
     e = Explanation()
