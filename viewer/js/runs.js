@@ -13,6 +13,8 @@ export const METRICS = [
   ["downstream/kl", "KL (nats)", "lower is better"],
   ["sparsity/l0", "L0", "active latents per token"],
   ["density/dead_fraction", "dead fraction", "latents that never fired"],
+  ["explain/f1", "N2G explanation F1", "higher is better (export.explain=true)"],
+  ["ablation_sparsity/mean", "ablation sparsity", "lower is sparser (evals=[ablation_sparsity])"],
 ];
 const L0 = "sparsity/l0";
 
@@ -161,7 +163,7 @@ function table(rows, multiple) {
     header.querySelectorAll("th").forEach((th) => th.setAttribute("aria-sort", th.dataset.key === sort.key ? (sort.dir > 0 ? "ascending" : "descending") : "none"));
   };
   header.append(...columns.map((c) => h("th", { class: c.num ? "num" : null, "data-key": c.key, title: c.hint },
-    h("button", { class: "sort", onclick: () => { sort = { key: c.key, dir: sort.key === c.key ? -sort.dir : c.num && !/nmse|delta|kl|dead|layer|tokens/.test(c.key) ? -1 : 1 }; fill(); } }, c.label))),
+    h("button", { class: "sort", onclick: () => { sort = { key: c.key, dir: sort.key === c.key ? -sort.dir : c.num && !/nmse|delta|kl|dead|ablation|layer|tokens/.test(c.key) ? -1 : 1 }; fill(); } }, c.label))),
   h("th", {}, "run"), h("th", {}, "export"));
   fill();
   return h("table", { class: "runs-table" }, h("thead", {}, header), body);
