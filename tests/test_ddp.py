@@ -127,13 +127,19 @@ def test_sweep_on_two_processes_equals_one(tmp_path, checkpoint):
                 assert two[run][key] == pytest.approx(value, rel=1e-6, abs=1e-9), (run, key)
 
 
-def test_export_on_two_processes_equals_one(tmp_path, checkpoint):
+EXPLAIN = ["export.explain=true", "explain.n_latents=8", "explain.silent_contexts=4"]
+
+
+@pytest.mark.parametrize("explain", [[], EXPLAIN], ids=["plain", "explain"])
+def test_export_on_two_processes_equals_one(tmp_path, checkpoint, explain):
     """Each rank keeps its contexts' examples; the merge (top by activation, the reservoir by
-    keys that depend on the event alone) and the summed statistics give one process's files."""
+    keys that depend on the event alone) and the summed statistics give one process's files;
+    the explanations, built on rank 0 alone from the merged examples, too."""
     from tests.test_sweep import export_files
 
     args = [a for a in ARGS if not a.startswith("evals=")]
     args += [*SAE_AT_LAYER_1, f"sae.path={checkpoint}", "export.n_top=6", "export.window=[3,2]"]
+    args += explain
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     for name, extra in (("one", []), ("two", DDP)):
         result = subprocess.run(
