@@ -149,6 +149,9 @@ def test_export_on_two_processes_equals_one(tmp_path, checkpoint, explain):
         assert result.returncode == 0, result.stderr[-3000:]
     one, two = export_files(tmp_path / "one"), export_files(tmp_path / "two")
     assert one.keys() == two.keys() and len(one) > 5
+    if explain:  # records equal to 1e-9 can still gzip to a byte more or less (1113.0 vs 1112.9)
+        for files in (one, two):
+            files["manifest.json"].pop("bytes_per_latent")
     for name in one:  # equal, up to the order of float64 sums
         assert_same(one[name], two[name], name)
 
