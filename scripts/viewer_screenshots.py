@@ -1,7 +1,9 @@
 """Retake docs/viewer-latent.png and docs/viewer-prompt.png from an export of the tiny model:
 `.venv/bin/python scripts/viewer_screenshots.py EXPORT_DIR [--latent N]` (needs /usr/bin/chromium).
 The latent shown by default is the one with the largest activation among latents firing on
-under 5% of tokens: specific enough to read at a glance."""
+under 5% of tokens: specific enough to read at a glance. From an export with explanations
+(`export.explain=true`) also docs/viewer-explanation.png (the latent page of the best-scored
+explanation among those latents) and docs/viewer-list-f1.png (the latent list sorted by F1)."""
 
 from __future__ import annotations
 
@@ -47,9 +49,26 @@ def main() -> None:
         page.click("#prompt-run")
         page.wait_for_selector(".prompt-table")
         page.screenshot(path=ROOT / "docs" / "viewer-prompt.png", full_page=True)
+        if "explain_f1" in table:
+            explanation_shots(page, server.url, table)
         browser.close()
     server.shutdown()
     print(f"docs/viewer-latent.png (latent {latent}), docs/viewer-prompt.png")
+
+
+def explanation_shots(page, url: str, table: dict) -> None:
+    """The best-scored explanation's latent page, and the list sorted by F1."""
+    f1 = table["explain_f1"]
+    scored = [i for i, v in enumerate(f1) if v is not None and 0 < table["density"][i] < 0.05]
+    best = max(scored, key=lambda i: (f1[i], -i))
+    page.goto(f"{url}#/r/0/l/{best}")
+    page.wait_for_selector(f'body[data-ready="#/r/0/l/{best}"]')
+    page.screenshot(path=ROOT / "docs" / "viewer-explanation.png", full_page=True)
+    page.goto(f"{url}#/r/0")
+    page.wait_for_selector('body[data-ready="#/r/0"]')
+    page.get_by_role("button", name="explanation F1").click()
+    page.screenshot(path=ROOT / "docs" / "viewer-list-f1.png")
+    print(f"docs/viewer-explanation.png (latent {best}), docs/viewer-list-f1.png")
 
 
 if __name__ == "__main__":

@@ -71,3 +71,28 @@ def test_effects_match_hugging_face_hooks(tiny_model, t):
         value[c] = 0
         want.append(brute_force(hf, layer, tokens, t, value, T))
     assert got.double().numpy() == pytest.approx(np.array(want), rel=2e-3)
+
+
+def test_an_export_of_the_same_pass_carries_the_per_latent_means(tmp_path):
+    """`saelab eval evals=[ablation_sparsity] export=true`: latents.json and each latent's record
+    hold the means the plugin wrote to ablation_sparsity.json (null / absent: never sampled)."""
+    import gzip
+    import json
+
+    from tests.test_cli import saelab
+
+    out = tmp_path / "run"
+    args = ("eval", "experiment=tiny", "evals=[ablation_sparsity]", "export=true",
+            "data.n_tokens=512", "data.batch_size=4", f"hydra.run.dir={out}")  # fmt: skip
+    result = saelab(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    means = json.loads((out / "ablation_sparsity.json").read_text())["per_latent"]
+    assert sum(m is not None for m in means) > 0
+    export = out / "export"
+    assert json.loads((export / "latents.json").read_text())["ablation_sparsity"] == means
+    for latent in (i for i, m in enumerate(means) if m is not None):
+        path = export / "latents" / f"{latent}.json.gz"
+        assert json.loads(gzip.decompress(path.read_bytes()))["ablation_sparsity"] == means[latent]
+    never = means.index(None)
+    record = json.loads(gzip.decompress((export / "latents" / f"{never}.json.gz").read_bytes()))
+    assert "ablation_sparsity" not in record

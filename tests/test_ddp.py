@@ -131,13 +131,19 @@ def test_sweep_on_two_processes_equals_one(tmp_path, checkpoint):
                 assert two[run][key] == pytest.approx(value, rel=1e-6, abs=1e-9), (run, key)
 
 
-def test_export_on_two_processes_equals_one(tmp_path, checkpoint):
+EXPLAIN = ["export.explain=true", "explain.n_latents=8", "explain.silent_contexts=4"]
+
+
+@pytest.mark.parametrize("explain", [[], EXPLAIN], ids=["plain", "explain"])
+def test_export_on_two_processes_equals_one(tmp_path, checkpoint, explain):
     """Each rank keeps its contexts' examples; the merge (top by activation, the reservoir by
-    keys that depend on the event alone) and the summed statistics give one process's files."""
+    keys that depend on the event alone) and the summed statistics give one process's files;
+    the explanations, built on rank 0 alone from the merged examples, too."""
     from tests.test_sweep import export_files
 
     args = [a for a in ARGS if not a.startswith("evals=")]
     args += [*SAE_AT_LAYER_1, f"sae.path={checkpoint}", "export.n_top=6", "export.window=[3,2]"]
+    args += explain
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     for name, extra in (("one", []), ("two", DDP)):
         result = subprocess.run(
@@ -147,6 +153,9 @@ def test_export_on_two_processes_equals_one(tmp_path, checkpoint):
         assert result.returncode == 0, result.stderr[-3000:]
     one, two = export_files(tmp_path / "one"), export_files(tmp_path / "two")
     assert one.keys() == two.keys() and len(one) > 5
+    if explain:  # records equal to 1e-9 can still gzip to a byte more or less (1113.0 vs 1112.9)
+        for files in (one, two):
+            files["manifest.json"].pop("bytes_per_latent")
     for name in one:  # equal, up to the order of float64 sums
         assert_same(one[name], two[name], name)
 

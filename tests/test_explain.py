@@ -5,6 +5,7 @@ against plain Hugging Face hidden states."""
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,13 +16,16 @@ from saelab.export.explain import (
     ANY,
     LEAF,
     START,
+    Contexts,
     Example,
+    Explained,
     Explanation,
     ModelLatents,
     Window,
     build,
     padding_token,
     score,
+    split_examples,
 )
 from saelab.sae.autoencoder import Autoencoder
 from saelab.sources.models import byte_tokenizer
@@ -80,7 +84,7 @@ def test_n2g_recovers_b_after_a(elsewhere):
         if elsewhere < 0.5:
             assert predicted == truth
         assert [v > 0 for v in predicted] == [v > 0 for v in truth]
-    windows = [Window(s, [act(s, i) for i in range(len(s))], True) for s in fresh]
+    windows = [Window(s, [act(s, i) for i in range(len(s))]) for s in fresh]
     scores = score(explanation, windows)
     assert scores["precision"] == scores["recall"] == scores["f1"] == 1.0
     if elsewhere < 0.5:
@@ -102,6 +106,16 @@ def test_a_latent_firing_on_one_token_is_that_token():
     (explanation,) = build(latent_fn(act), examples, PAD).values()
     assert explanation.patterns() == [{"tokens": [token], "start": False, "act": 2.5}]
     assert explanation.tokens() == {token}
+
+
+def test_an_example_needing_a_longer_suffix_than_max_tokens_adds_no_pattern():
+    two_after_a = latent_fn(
+        lambda seq, i: 1.0 if seq[i] == B and i > 1 and seq[i - 2] == A else 0.0
+    )
+    examples = [Example(0, [7, A, 3, B], 1.0)]
+    assert build(two_after_a, examples, PAD, max_tokens=2)[0].patterns() == []
+    (explanation,) = build(two_after_a, examples, PAD, max_tokens=3).values()
+    assert explanation.patterns() == [{"tokens": [A, None, B], "start": False, "act": 1.0}]
 
 
 def trie(*paths) -> Explanation:
@@ -167,17 +181,82 @@ def test_patterns_rebuild_the_same_trie():
         assert again.predict(seq) == e.predict(seq)
 
 
+def test_the_deepest_walk_predicts_at_the_same_tokens_as_openais():
+    """Precision, recall and F1 read only predicted > 0, so they do not depend on the walk."""
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        e = Explanation()
+        for _ in range(int(rng.integers(1, 12))):
+            n = int(rng.integers(1, 5))
+            tokens = [None if rng.random() < 0.3 else int(rng.integers(0, 4)) for _ in range(n)]
+            e.insert(tokens, bool(rng.random() < 0.3), float(rng.integers(1, 9)))
+        for seq in sequences(10, 8, seed=int(rng.integers(0, 1000))):
+            seq = [t % 4 for t in seq]
+            shallow = [v > 0 for v in e.predict(seq, deepest=False)]
+            assert [v > 0 for v in e.predict(seq)] == shallow
+
+
 def test_score_by_hand():
     e = trie(((B,), 1.0))
-    windows = [Window([B, 3, B], [1.0, 1.0, 0.0], True), Window([4, 5], [0.0, 0.0], True)]
+    windows = [Window([B, 3, B], [1.0, 1.0, 0.0]), Window([4, 5], [0.0, 0.0])]
     # predicted [1, 0, 1, 0, 0], actual [1, 1, 0, 0, 0]: one hit of two claims, two firings
     found = score(e, windows)
     assert found["precision"] == 0.5 and found["recall"] == 0.5 and found["f1"] == 0.5
     p, a = np.array([1, 0, 1, 0, 0.0]), np.array([1, 1, 0, 0, 0.0])
     pc, ac = p - p.mean(), a - a.mean()
     assert found["correlation"] == pytest.approx((pc @ ac) / np.sqrt((pc @ pc) * (ac @ ac)))
-    assert score(e, [Window([4], [0.0], True)]) is None  # nothing fired: not scored
+    assert score(e, [Window([4], [0.0])]) is None  # nothing fired: not scored
     assert score(Explanation(), windows)["precision"] == 0.0
+
+
+def test_a_window_is_scored_on_its_own_tokens_read_from_its_context_start():
+    e = trie(((B, A), 1.0))  # "A B"
+    # tokens [A, B, 5] from the context's start; the window is the last two: B (after A) fires
+    found = score(e, [Window([A, B, 5], [1.0, 0.0]), Window([4, 5], [0.0, 0.0])])
+    assert found["precision"] == found["recall"] == 1.0
+    assert score(e, [Window([B, 5], [1.0, 0.0])])["recall"] == 0.0  # no A before B
+
+
+BOS = 0
+
+
+def context_sets(windows: list[tuple[int, int, int, list[int], list[float], float]]):
+    """A stand-in for one latent's example `Sets` (export/sets.py): per slot (ctx, pos, key,
+    window tokens with -1 outside the context, window acts, act); window 2 left, 1 right."""
+    m = len(windows)
+    ctx, pos, key, tokens, acts, act = (np.array([w[i] for w in windows])[None] for i in range(6))
+    return SimpleNamespace(valid=np.ones((1, m), bool), ctx=ctx, pos=pos, key=key,
+                           tokens=tokens, acts=acts, act=act, left=2)  # fmt: skip
+
+
+def test_examples_and_held_out_windows_read_their_context_from_its_start():
+    """Building examples: the context up to the selected token; held-out windows: the context
+    from its start to the window's end, scored on the window's tokens after BOS."""
+    contexts = Contexts(np.array([[BOS, 5, 6, A, B, 7], [BOS, A, B, 8, 9, B]]), first=1)
+    top = context_sets([(0, 4, 10, [6, A, B, 7], [0, 0, 2.0, 0], 2.0)])
+    reservoir = context_sets([
+        (1, 2, 11, [BOS, A, B, 8], [0, 0, 1.0, 0], 1.0),  # the random example (n_random=1)
+        (0, 4, 10, [6, A, B, 7], [0, 0, 2.0, 0], 2.0),  # the top example's window: not held out
+        (1, 1, 12, [-1, BOS, A, B], [0, 0, 0.5, 1.0], 0.5),  # held out, at the start
+        (1, 5, 13, [8, 9, B, -1], [0, 0, 0.7, 0], 0.7),  # held out
+    ])  # fmt: skip
+    built, held_out = split_examples(0, top, reservoir, 1, contexts)
+    assert [(e.tokens, e.act) for e in built] == [([5, 6, A, B], 2.0), ([A, B], 1.0)]
+    # the window's positions after BOS, and the context's tokens from its start to the window's end
+    assert [(w.tokens, w.acts) for w in held_out] == [
+        ([A, B], [0.5, 1.0]),
+        ([A, B, 8, 9, B], [0.0, 0.0, 0.7]),
+    ]
+
+
+def test_exported_examples_are_predicted_from_their_context_start():
+    contexts = np.array([[BOS, A, B, 5, B]])
+    explained = Explained({0: trie(((B, A), 1.0))}, {}, PAD, contexts, first=1)
+    # a window from position 2: B after A (position 1, outside the window) fires, B after 5 not
+    window = {"ctx": 0, "pos": 4, "idx": 2, "tokens": [B, 5, B]}
+    assert explained.predict_example(0, window) == [1.0, 0.0, 0.0]
+    with_bos = {"ctx": 0, "pos": 2, "idx": 2, "tokens": [BOS, A, B]}
+    assert explained.predict_example(0, with_bos) == [0.0, 0.0, 1.0]
 
 
 def test_padding_token_rule():

@@ -17,6 +17,14 @@ channels about 0.6, latents about 0.1). Where the paper is silent: positions are
 uniformly from a batch's evaluated positions; T is cut at the context's end; an ablation that
 changes nothing (d = 0) is left out; the mean is over (position, latent) pairs.
 
+On the tiny model (layer-2 TopK SAE) latents and channels score alike, about 0.11 and 0.10,
+and that is the model, not the definition: at the ablated position alone both differences are
+dense over the vocabulary (0.61 and 0.63, near a Gaussian vector's 2/pi), and 89% (latents) and
+94% (channels) of ||d||^2 is at that position, so over T positions the score is about that
+over T (a difference only at one of T positions scores 1/T of its own; spread evenly over all
+of them, the same as one). The paper's residual-channel 0.6 (unconfirmed here) would need
+effects about as large on the next 15 tokens as on the ablated one.
+
 Cost per sampled position: one clean forward of the context up to position + T, then one batched
 forward from the hooked block on for all its ablations (the evaluator's `forward_from`).
 """
@@ -47,7 +55,7 @@ def centred(diff: Tensor) -> Tensor:
 class AblationSparsity(EvalPlugin):
     """Results: `ablation_sparsity/mean`, `ablation_sparsity/baseline`, their counts, and the
     per-latent means (`ablation_sparsity/per_latent`, NaN for a latent never sampled; written
-    to `ablation_sparsity.json`)."""
+    to `ablation_sparsity.json`, and into an export of the same pass)."""
 
     def __init__(self, n_positions: int = 1, n_following: int = 16, n_channels: int = 4) -> None:
         super().__init__()
@@ -98,9 +106,17 @@ class AblationSparsity(EvalPlugin):
         }
 
     def save_artifacts(self, results: dict[str, float | Tensor], out_dir: Path) -> list[Path]:
-        per_latent = results["ablation_sparsity/per_latent"].tolist()
-        rounded = [None if v != v else round(v, 5) for v in per_latent]  # NaN: never sampled
-        return [write_json(Path(out_dir) / "ablation_sparsity.json", {"per_latent": rounded})]
+        per_latent = per_latent_means(results)
+        return [write_json(Path(out_dir) / "ablation_sparsity.json", {"per_latent": per_latent})]
+
+
+def per_latent_means(results: dict[str, float | Tensor]) -> list[float | None] | None:
+    """Each latent's mean from `results` (None: never sampled), or None where the plugin did
+    not run (the export reads it from the pass's results)."""
+    means = results.get("ablation_sparsity/per_latent")
+    if not isinstance(means, Tensor):
+        return None
+    return [None if v != v else round(v, 5) for v in means.tolist()]  # NaN: never sampled
 
 
 def active(latents: SparseLatents | Tensor, row: int) -> tuple[Tensor, Tensor]:

@@ -3,7 +3,8 @@
 and scored on examples that did not build them.
 
 Building, per latent, from its top and random examples (in that order):
-1. each example is cut after its selected token;
+1. each example is its context from the start (after BOS) cut after its selected token, as
+   OpenAI's are whole documents cut there (`split_examples` says why not the export's window);
 2. the shortest suffix whose activation at that token is at least half the stored one (the
    whole cut window if none is);
 3. the start test: with the padding token put before the suffix, an activation below half the
@@ -15,7 +16,9 @@ Building, per latent, from its top and random examples (in that order):
 Predicting at a token walks the trie back from it, the exact token before the wildcard and no
 backtracking; `^` matches only when the walk reaches the start of a sequence that begins its
 context. OpenAI's walk stops at the first node holding an activation; saelab's goes on and
-predicts the deepest one (`Explanation.predict` says why; `deepest=False` is OpenAI's).
+predicts the deepest one (`Explanation.predict` says why; `deepest=False` is OpenAI's). Both
+walks predict > 0 at the same tokens, so precision, recall and F1 do not depend on the choice;
+only the predicted values (and their correlation with the actual ones) do.
 
 Forwards: every step (one suffix length, the start test, the saliencies) is one batch of short
 sequences for all examples of many latents, grouped by length (no padding needed), each run
@@ -34,7 +37,8 @@ Choices where OpenAI is silent:
   recall of "predicted > 0" against "activation > 0", their F1 and the Pearson correlation of
   predicted with actual values. Precision is 0 when nothing is predicted, F1 0 when both are,
   the correlation 0 when either side is constant. A latent with no held-out positive window is
-  explained but not scored. The windows' first tokens are predicted from the window alone.
+  explained but not scored. Every window is predicted from its context's start, so that a
+  pattern sees as many tokens before a window's first ones as it did when it was built.
 """
 
 from __future__ import annotations
@@ -76,9 +80,10 @@ class Explanation:
         node[LEAF] = float(act)
 
     def predict(
-        self, tokens: Sequence[int], at_start: bool = True, deepest: bool = True
+        self, tokens: Sequence[int], at_start: bool = True, deepest: bool = True, first: int = 0
     ) -> list[float]:
-        """The predicted activation at each token; `at_start`: `tokens[0]` begins its context.
+        """The predicted activation at each token from `tokens[first]` on; `at_start`:
+        `tokens[0]` begins its context.
 
         The walk back from each token takes the exact token before the wildcard and never
         backtracks. `deepest=False` is OpenAI's `predict`: the first node holding an activation
@@ -86,7 +91,7 @@ class Explanation:
         in the trie, "A B" -> 1.0 is never predicted), so by default the same walk goes on to
         its end and predicts the deepest node holding an activation it passed."""
         predicted = []
-        for i in range(len(tokens)):
+        for i in range(first, len(tokens)):
             node, value = self.trie, 0.0
             for j in range(i, -1, -1):
                 node = node.get(tokens[j], node.get(ANY))
@@ -144,35 +149,49 @@ class Example:
     act: float
 
 
-def build(latent_acts: LatentFn, examples: list[Example], padding: int) -> dict[int, Explanation]:
+def build(
+    latent_acts: LatentFn, examples: list[Example], padding: int, max_tokens: int | None = None
+) -> dict[int, Explanation]:
     """Every latent's explanation from its examples (steps 1-5 above): one `latent_acts` call
-    per suffix length, one for the start test, one for the saliencies, each for all examples."""
-    suffixes = minimal_suffixes(latent_acts, examples)
-    latents = [e.latent for e in examples]
-    padded = latent_acts([[padding, *tokens] for tokens, _ in suffixes], latents)
+    per suffix length, one for the start test, one for the saliencies, each for all examples.
+    An example whose shortest suffix keeping half its activation is longer than `max_tokens`
+    adds no pattern (`minimal_suffixes` says why); a latent none of whose examples adds one
+    has an empty explanation (it predicts 0 everywhere, and is scored so)."""
+    suffixes = minimal_suffixes(latent_acts, examples, max_tokens)
+    kept = [(e, found) for e, found in zip(examples, suffixes, strict=True) if found is not None]
+    latents = [e.latent for e, _ in kept]
+    padded = latent_acts([[padding, *tokens] for _, (tokens, _) in kept], latents)
     seqs, owner = [], []
-    for i, (tokens, _) in enumerate(suffixes):
+    for i, (_, (tokens, _)) in enumerate(kept):
         for j in range(len(tokens)):
             seqs.append([*tokens[:j], padding, *tokens[j + 1 :]])
             owner.append(i)
     replaced = latent_acts(seqs, [latents[i] for i in owner])
-    saliencies: list[list[float]] = [[] for _ in examples]
+    saliencies: list[list[float]] = [[] for _ in kept]
     for i, act in zip(owner, replaced, strict=True):
-        saliencies[i].append(1 - act / suffixes[i][1])
-    explanations: dict[int, Explanation] = {}
-    for e, (tokens, act), pad_act, saliency in zip(
-        examples, suffixes, padded, saliencies, strict=True
-    ):
+        saliencies[i].append(1 - act / kept[i][1][1])
+    explanations = {e.latent: Explanation() for e in examples}  # perhaps empty: predicts 0
+    for (e, (tokens, act)), pad_act, saliency in zip(kept, padded, saliencies, strict=True):
         pattern = [t if s >= 0.5 else None for t, s in zip(tokens, saliency, strict=True)]
         needs_start = pad_act / e.act < 0.5
         explanations.setdefault(e.latent, Explanation()).insert(pattern, needs_start, act)
     return explanations
 
 
-def minimal_suffixes(latent_acts: LatentFn, examples: list[Example]) -> list[tuple[list, float]]:
+def minimal_suffixes(
+    latent_acts: LatentFn, examples: list[Example], max_tokens: int | None = None
+) -> list[tuple[list, float] | None]:
     """(suffix, its activation) of each example: the shortest suffix keeping at least half the
-    stored activation, tried shortest first, one batched call per length."""
-    found: list[tuple[list, float]] = [([], 0.0)] * len(examples)
+    stored activation, tried shortest first, one batched call per length; None where none of
+    at most `max_tokens` does.
+
+    Why a cap: the search costs about L²/2 tokens forwarded and the saliencies L², so the few
+    examples that need a long suffix (weak firings that depend on much of their context) cost
+    most of the forwards, and the patterns they give, long and mostly tied to the context's
+    start, match almost nothing else (on the tiny model's layer-2 SAE: patterns over 16
+    tokens were 30% of all, 87% of the saliencies' cost, and 1% of the held-out firings
+    predicted)."""
+    found: list[tuple[list, float] | None] = [None] * len(examples)
     pending, length = list(range(len(examples))), 1
     while pending:
         acts = latent_acts(
@@ -183,9 +202,9 @@ def minimal_suffixes(latent_acts: LatentFn, examples: list[Example]) -> list[tup
             e = examples[i]
             if act / e.act >= 0.5:
                 found[i] = (e.tokens[-length:], float(act))
-            elif length >= len(e.tokens):  # none keeps half: the whole window, as OpenAI's
+            elif length >= len(e.tokens):  # none keeps half: the whole sequence, as OpenAI's
                 found[i] = (e.tokens, e.act)
-            else:
+            elif max_tokens is None or length < max_tokens:
                 still.append(i)
         pending, length = still, length + 1
     return found
@@ -193,18 +212,24 @@ def minimal_suffixes(latent_acts: LatentFn, examples: list[Example]) -> list[tup
 
 @dataclass
 class Window:
-    """Tokens to predict on and the latent's actual activations there."""
+    """A scored window: `tokens` from its context's start (after BOS) to the window's end, so
+    that every pattern can see as far back as it did when it was built, and the latent's
+    actual activations `acts` at the window's last `len(acts)` tokens."""
 
     tokens: list[int]
     acts: list[float]
-    at_start: bool
 
 
 def score(explanation: Explanation, windows: list[Window]) -> dict[str, float] | None:
-    """Precision, recall, F1 of predicted > 0 against actual > 0 over every token of `windows`,
-    and the correlation of the values; None without an actual positive."""
+    """Precision, recall, F1 of predicted > 0 against actual > 0 over every scored token of
+    `windows`, and the correlation of the values; None without an actual positive."""
     predicted = np.array(
-        [v for w in windows for v in explanation.predict(w.tokens, w.at_start)], dtype=np.float64
+        [
+            v
+            for w in windows
+            for v in explanation.predict(w.tokens, first=len(w.tokens) - len(w.acts))
+        ],
+        dtype=np.float64,
     )
     actual = np.array([v for w in windows for v in w.acts], dtype=np.float64)
     fired, claimed = actual > 0, predicted > 0
@@ -229,13 +254,17 @@ class ExplainSettings:
     batch_size: int = 1024
     latents_per_step: int = 64
     silent_contexts: int = 64
+    max_tokens: int = 16
 
     def __post_init__(self) -> None:
         n = self.n_latents
         if n != "all" and not (isinstance(n, int) and n > 0):
             raise UserError(f"explain.n_latents must be a positive count or 'all', not {n!r}")
-        if min(self.batch_size, self.latents_per_step, self.silent_contexts) < 1:
-            raise UserError("explain.batch_size, latents_per_step, silent_contexts must be >= 1")
+        sizes = (self.batch_size, self.latents_per_step, self.silent_contexts, self.max_tokens)
+        if min(sizes) < 1:
+            raise UserError(
+                "explain.batch_size, latents_per_step, silent_contexts, max_tokens must be >= 1"
+            )
 
 
 def padding_token(tokenizer: Any, given: int | None) -> int:
@@ -251,9 +280,11 @@ def padding_token(tokenizer: Any, given: int | None) -> int:
 
 class ModelLatents:
     """The run's `LatentFn`. The forward does not depend on the latent, and examples of
-    different latents often share their windows (latents firing on the same tokens), so each
-    distinct sequence of a call runs once: grouped by length, `batch_size` at a time, as
-    BOS + tokens through the model up to the hooked block, then the SAE's encode."""
+    different latents often share their sequences (latents firing on the same tokens), so each
+    distinct sequence of a call runs once. Sequences of different lengths share a forward,
+    right-padded (a causal model's last real token never sees the padding), sorted by length
+    so that little is padding, `batch_size` at a time: BOS + tokens through the model up to
+    the hooked block, then the SAE's encode at each sequence's last token."""
 
     def __init__(self, run: RunContext, bos: int | None, batch_size: int) -> None:
         self.run, self.head, self.batch_size = run, [] if bos is None else [bos], batch_size
@@ -261,35 +292,39 @@ class ModelLatents:
 
     @torch.no_grad()
     def __call__(self, seqs: list[list[int]], latents: list[int]) -> np.ndarray:
-        out = np.zeros(len(seqs))
-        by_length: dict[int, dict[tuple, list[int]]] = defaultdict(lambda: defaultdict(list))
+        users: dict[tuple, list[int]] = defaultdict(list)
         for i, seq in enumerate(seqs):
-            by_length[len(seq)][tuple(seq)].append(i)
-        for same_length in by_length.values():
-            distinct = list(same_length.items())
-            for start in range(0, len(distinct), self.batch_size):
-                chunk = distinct[start : start + self.batch_size]
-                tokens = torch.tensor([self.head + list(seq) for seq, _ in chunk])
-                x = self.run.activations(tokens)[:, -1].float()
-                acts, _ = self.run.sae.encode(x)
-                rows = [row for row, (_, users) in enumerate(chunk) for _ in users]
-                users = [i for _, users in chunk for i in users]
-                picked = acts[rows, [latents[i] for i in users]]
-                out[users] = picked.cpu().numpy()
-                self.n_forwarded += len(chunk)
-                self.n_tokens += tokens.numel()
+            users[tuple(seq)].append(i)
+        distinct = sorted(users, key=len)
+        out = np.zeros(len(seqs))
+        for start in range(0, len(distinct), self.batch_size):
+            chunk = distinct[start : start + self.batch_size]
+            width = len(self.head) + len(chunk[-1])
+            tokens = torch.zeros(len(chunk), width, dtype=torch.long)
+            for row, seq in enumerate(chunk):
+                tokens[row, : len(self.head) + len(seq)] = torch.tensor([*self.head, *seq])
+            last = torch.tensor([len(self.head) + len(seq) - 1 for seq in chunk])
+            x = self.run.activations(tokens)[torch.arange(len(chunk)), last.to(self.run.device)]
+            acts, _ = self.run.sae.encode(x.float())
+            rows = [row for row, seq in enumerate(chunk) for _ in users[seq]]
+            wanted = [i for seq in chunk for i in users[seq]]
+            out[wanted] = acts[rows, [latents[i] for i in wanted]].cpu().numpy()
+            self.n_forwarded += len(chunk)
+            self.n_tokens += int(last.sum()) + len(chunk)
         self.n_sequences += len(seqs)
         return out
 
 
 @dataclass
 class Explained:
-    """The explained latents' explanations and the scored latents' scores."""
+    """The explained latents' explanations and the scored latents' scores; `contexts` are the
+    run's token contexts, whose tokens from `first` on (after BOS) the predictions read."""
 
     explanations: dict[int, Explanation]
     scores: dict[int, dict[str, float]]
     padding: int
-    bos: int | None
+    contexts: np.ndarray
+    first: int
     seconds: float = 0.0
     n_sequences: int = 0  # short sequences asked for
     n_forwarded: int = 0  # ... of which distinct (run)
@@ -318,20 +353,14 @@ class Explained:
         return {"patterns": self.patterns[latent], "padding_token": self.padding, **rounded}
 
     def predict_example(self, latent: int, example: dict[str, Any]) -> list[float]:
-        """The prediction at each token of an exported example (0 at a context's BOS)."""
-        tokens, _, at_start, dropped = unwrap(example, self.bos)
-        predicted = self.explanations[latent].predict(tokens, at_start)
-        return [0.0] * dropped + [round(v, 4) for v in predicted]
-
-
-def unwrap(example: dict[str, Any], bos: int | None) -> tuple[list[int], list[float], bool, int]:
-    """An exported example's (tokens, acts, whether it begins its context, tokens dropped): a
-    context's leading BOS is dropped, since every forward here adds its own."""
-    tokens, acts = example["tokens"], example["acts"]
-    at_start = example["pos"] == example["idx"]
-    if at_start and bos is not None and tokens and tokens[0] == bos:
-        return tokens[1:], acts[1:], True, 1
-    return tokens, acts, at_start, 0
+        """The prediction at each token of an exported example, read from its context's start
+        (0 at a context's BOS)."""
+        start = example["pos"] - example["idx"]  # the window's first position in its context
+        end = start + len(example["tokens"])
+        begin = max(start, self.first)
+        prefix = self.contexts[example["ctx"], self.first : end].tolist()
+        predicted = self.explanations[latent].predict(prefix, first=begin - self.first)
+        return [0.0] * (begin - start) + [round(v, 4) for v in predicted]
 
 
 def sample_latents(fired: np.ndarray, n: int | str, seed: int) -> np.ndarray:
@@ -356,9 +385,10 @@ def explain_latents(
     started = time.perf_counter()
     bos = run.model.tokenizer.bos_token_id if run.data.prepend_bos else None
     padding = padding_token(run.model.tokenizer, settings.padding_token)
+    contexts = Contexts(run.data.tokens.cpu().numpy(), 0 if bos is None else 1)
     latents = sample_latents(fired, settings.n_latents, run.seed)
     model_fn = ModelLatents(run, bos, settings.batch_size)
-    silent = SilentWindows(run, bos, latents, settings.silent_contexts, top.tokens.shape[2])
+    silent = SilentWindows(run, contexts, latents, settings.silent_contexts, top.tokens.shape[2])
     explanations: dict[int, Explanation] = {}
     scores: dict[int, dict[str, float]] = {}
     bar = tqdm(total=len(latents), desc="explain latents (N2G)", unit="latent", leave=False)
@@ -366,9 +396,9 @@ def explain_latents(
         chunk = latents[start : start + settings.latents_per_step]
         examples, held_out = [], {}
         for latent in chunk.tolist():
-            built, held_out[latent] = split_examples(latent, top, reservoir, n_random, bos)
+            built, held_out[latent] = split_examples(latent, top, reservoir, n_random, contexts)
             examples += built
-        explanations.update(build(model_fn, examples, padding))
+        explanations.update(build(model_fn, examples, padding, settings.max_tokens))
         for latent in chunk.tolist():
             if latent in explanations and held_out[latent]:
                 windows = held_out[latent] + silent.windows(latent, len(held_out[latent]))
@@ -378,25 +408,42 @@ def explain_latents(
         bar.update(len(chunk))
     bar.close()
     seconds = time.perf_counter() - started
-    return Explained(explanations, scores, padding, bos, seconds, model_fn.n_sequences,
-                     model_fn.n_forwarded, model_fn.n_tokens)  # fmt: skip
+    return Explained(explanations, scores, padding, contexts.tokens, contexts.first, seconds,
+                     model_fn.n_sequences, model_fn.n_forwarded, model_fn.n_tokens)  # fmt: skip
+
+
+@dataclass
+class Contexts:
+    """The run's token contexts; `first`: the first position after BOS (0 without BOS)."""
+
+    tokens: np.ndarray  # [contexts, n_ctx]
+    first: int
+
+    def prefix(self, ctx: int, end: int) -> list[int]:
+        """Context `ctx`'s tokens from `first` up to (not including) position `end`."""
+        return self.tokens[ctx, self.first : end].tolist()
 
 
 def split_examples(
-    latent: int, top: Sets, reservoir: Sets, n_random: int, bos: int | None
+    latent: int, top: Sets, reservoir: Sets, n_random: int, contexts: Contexts
 ) -> tuple[list[Example], list[Window]]:
     """A latent's building examples (its top, then its first `n_random` distinct reservoir
-    windows, as the export shows them) and its held-out windows (the other reservoir windows
-    whose window key no building example has)."""
+    examples, as the export shows them) and its held-out windows (the other reservoir windows
+    whose window key no building example has).
+
+    A building example is its context from the start up to the selected token, as OpenAI's
+    are whole documents cut after it: the export's windows keep only 16 tokens left of it,
+    and the whole window often falls below half the activation (about a third of the tiny
+    model's top examples), which left OpenAI's fallback (the whole sequence) a long pattern
+    that must begin its sequence and so matched almost nowhere."""
     top_slots = np.flatnonzero(top.valid[latent])
     sampled = distinct(reservoir, latent, np.flatnonzero(reservoir.valid[latent]))
-    chosen = [top.example(latent, int(s)) for s in top_slots]
-    chosen += [reservoir.example(latent, int(s)) for s in sampled[:n_random]]
-    examples = []
-    for example in chosen:
-        tokens, _, _, dropped = unwrap(example, bos)
-        idx = example["idx"] - dropped
-        examples.append(Example(latent, tokens[: idx + 1], example["act"]))
+    chosen = [(top, int(s)) for s in top_slots] + [(reservoir, int(s)) for s in sampled[:n_random]]
+    examples = [
+        Example(latent, contexts.prefix(sets.ctx[latent, s], sets.pos[latent, s] + 1),
+                float(sets.act[latent, s]))
+        for sets, s in chosen
+    ]  # fmt: skip
     used = set(top.key[latent, top_slots].tolist()) | set(
         reservoir.key[latent, sampled[:n_random]].tolist()
     )
@@ -404,8 +451,13 @@ def split_examples(
     for slot in sampled[n_random:]:
         if int(reservoir.key[latent, slot]) in used:
             continue
-        tokens, acts, at_start, _ = unwrap(reservoir.example(latent, int(slot)), bos)
-        held_out.append(Window(tokens, acts, at_start))
+        inside = reservoir.tokens[latent, slot] >= 0
+        start = int(reservoir.pos[latent, slot]) - reservoir.left + int(inside.argmax())
+        acts = reservoir.acts[latent, slot][inside]
+        end = start + len(acts)
+        begin = max(start, contexts.first)  # not a context's BOS
+        tokens = contexts.prefix(int(reservoir.ctx[latent, slot]), end)
+        held_out.append(Window(tokens, acts[begin - start :].tolist()))
     return examples, held_out
 
 
@@ -414,35 +466,30 @@ class SilentWindows:
     and for each explained latent the windows where it never fires."""
 
     def __init__(
-        self, run: RunContext, bos: int | None, latents: np.ndarray, n_contexts: int, width: int
+        self, run: RunContext, contexts: Contexts, latents: np.ndarray, n_contexts: int, width: int
     ) -> None:
-        contexts = run.data.tokens
         generator = torch.Generator().manual_seed(run.seed + 1)
-        picked = torch.randperm(len(contexts), generator=generator)[:n_contexts]
-        first = 1 if bos is not None else 0
-        starts = list(range(first, contexts.shape[1] - width + 1, width))
-        self.windows_tokens: list[list[int]] = []
-        self.at_start: list[bool] = []
+        picked = torch.randperm(len(contexts.tokens), generator=generator)[:n_contexts]
+        starts = list(range(contexts.first, contexts.tokens.shape[1] - width + 1, width))
+        self.places: list[tuple[int, int]] = []  # (context, window start)
         fired = []  # [contexts, windows, explained latents]
         ids = torch.as_tensor(latents, device=run.device)
         with torch.no_grad():
-            for batch in contexts[picked].split(8):
-                acts = run.activations(batch)
+            for batch in picked.split(8):
+                acts = run.activations(torch.from_numpy(contexts.tokens[batch.numpy()]))
                 latent_acts, _ = run.sae.encode(acts.flatten(0, 1).float())
-                latent_acts = latent_acts[:, ids].view(len(batch), batch.shape[1], -1)
+                latent_acts = latent_acts[:, ids].view(len(batch), acts.shape[1], -1)
                 spans = torch.stack([latent_acts[:, s : s + width].amax(1) for s in starts], 1)
                 fired.append((spans > 0).cpu())
-                for row in batch.tolist():
-                    for s in starts:
-                        self.windows_tokens.append(row[s : s + width])
-                        self.at_start.append(s == first)
+                self.places += [(int(ctx), s) for ctx in batch for s in starts]
         self.fired = torch.cat(fired).flatten(0, 1).numpy()  # [windows, explained latents]
         self.column = {int(latent): i for i, latent in enumerate(latents)}
+        self.contexts, self.width = contexts, width
 
     def windows(self, latent: int, n: int) -> list[Window]:
         """Up to `n` windows where `latent` is silent throughout, in the sample's order."""
         quiet = np.flatnonzero(~self.fired[:, self.column[latent]])[:n]
         return [
-            Window(self.windows_tokens[i], [0.0] * len(self.windows_tokens[i]), self.at_start[i])
-            for i in quiet
+            Window(self.contexts.prefix(ctx, s + self.width), [0.0] * self.width)
+            for ctx, s in (self.places[i] for i in quiet)
         ]

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from saelab.data.tokens import distributed_rank
 from saelab.errors import UserError
 from saelab.evals.base import EvalBatch, EvalPlugin, RunContext
 from saelab.export.examples import Events, ExampleSet, Windows, uniform_keys
@@ -24,8 +25,8 @@ class Export(EvalPlugin):
     merged every batch. The SAE's own encode selects the latents (TopK across all latents).
     `save_artifacts` writes the format of docs/export-format.md under `out_dir / subdir`.
     Keyword arguments are `ExportSettings`; `explain_settings` are `ExplainSettings` (read
-    with `explain=True`: N2G explanations, built and scored in `compute`, from the examples
-    the pass kept).
+    with `explain=True`: N2G explanations, built and scored in `compute` from the examples
+    the pass kept, on rank 0 alone under DDP).
     """
 
     def __init__(self, explain_settings: dict[str, Any] | None = None, **settings: Any) -> None:
@@ -79,7 +80,7 @@ class Export(EvalPlugin):
         sq_safe = sq.clamp(min=torch.finfo(torch.float64).tiny)
         live = fired > 0
         results: dict[str, float | Tensor] = {}
-        if self.settings.explain:
+        if self.settings.explain and distributed_rank()[0] == 0:  # only rank 0 writes them
             left = self.settings.window[0]
             self.explained = explain_latents(
                 self.run,

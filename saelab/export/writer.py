@@ -16,6 +16,7 @@ import numpy as np
 from torch import Tensor
 from tqdm import tqdm
 
+from saelab.evals.ablation_sparsity import per_latent_means
 from saelab.evals.base import RunContext
 from saelab.export.examples import ExampleSet
 from saelab.export.explain import Explained
@@ -115,7 +116,10 @@ def write_export(state: ExportState, out: Path) -> Path:
         top.add_ablation(run, settings.window[1])
     strings = write_vocab(out, run)
     total_bytes = write_latents(out, state, stats, top, reservoir, strings)
-    write_json(out / "latents.json", latent_table(stats, top, state.explained))
+    table = latent_table(stats, top, state.explained)
+    if (ablation := per_latent_means(state.results)) is not None:
+        table["ablation_sparsity"] = ablation
+    write_json(out / "latents.json", table)
     write_json(out / "search.json", search_index(top, run.sae.n_latents))
     if state.explained is not None:
         write_json(out / "explain.json", explain_index(state.explained))
@@ -150,6 +154,7 @@ def write_latents(
     logits = [t.numpy() for t in logit_effects(run, W_dec, settings.n_logits)]
     near = [t.numpy() for t in neighbours(W_dec, settings.n_neighbours)]
     edges, hist = hist_edges().numpy(), stats["hist"]
+    ablation = per_latent_means(state.results)
     total_bytes = 0
     for i in tqdm(range(run.sae.n_latents), desc="write latents", unit="latent", leave=False):
         record = {
@@ -167,6 +172,8 @@ def write_latents(
         }
         if state.explained is not None and i in state.explained.explanations:
             add_explanation(record, state.explained)
+        if ablation is not None and ablation[i] is not None:
+            record["ablation_sparsity"] = ablation[i]
         data = gzip.compress(json.dumps(record, separators=(",", ":")).encode(), mtime=0)
         atomic_write(out / "latents" / f"{i}.json.gz", lambda f, d=data: f.write(d), sync=False)
         total_bytes += len(data)

@@ -20,6 +20,8 @@ export const METRICS = [
   ["sparse_probing/sae_top_1_accuracy", "sparse probing top-1 accuracy", "higher is better"],
   ["absorption/mean_absorption_fraction", "absorption fraction", "lower is better"],
   ["absorption/mean_full_absorption", "full absorption", "lower is better"],
+  ["explain/f1", "N2G explanation F1", "higher is better (export.explain=true)"],
+  ["ablation_sparsity/mean", "ablation sparsity", "lower is sparser (evals=[ablation_sparsity])"],
 ];
 const L0 = "sparsity/l0";
 
@@ -252,7 +254,7 @@ function table(rows, multiple, onPick) {
     header.querySelectorAll("th").forEach((th) => th.setAttribute("aria-sort", th.dataset.key === sort.key ? (sort.dir > 0 ? "ascending" : "descending") : "none"));
   };
   header.append(h("th", {}, "pair"), ...columns.map((c) => h("th", { class: c.num ? "num" : null, "data-key": c.key, title: c.hint },
-    h("button", { class: "sort", onclick: () => { sort = { key: c.key, dir: sort.key === c.key ? -sort.dir : c.num && !/nmse|delta|kl|dead|layer|tokens/.test(c.key) ? -1 : 1 }; fill(); } }, c.label))),
+    h("button", { class: "sort", onclick: () => { sort = { key: c.key, dir: sort.key === c.key ? -sort.dir : c.num && !/nmse|delta|kl|dead|ablation|absorption|probe\/loss|layer|tokens/.test(c.key) ? -1 : 1 }; fill(); } }, c.label))),
   h("th", {}, "run"), h("th", {}, "export"));
   fill();
   return h("table", { class: "runs-table" }, h("thead", {}, header), body);
