@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.eval_throughput import run_cli, timing
-from benchmarks.sweep_throughput import LOCATIONS
+from benchmarks.sweep_throughput import LOCATIONS, sweep_entries
 from benchmarks.train_throughput import make_step, median_seconds
 from saelab import Autoencoder
 from saelab.io import write_json
@@ -80,28 +80,18 @@ def flop_per_token(part: str, n_latents: int, layers: int) -> float:
     raise KeyError(part)
 
 
-def sweep_entries(saes: Path, layers: int) -> list[str]:
-    entries = []
-    for layer in range(layers):
-        for location in LOCATIONS:
-            entry = f"+sweep.saes.{location}_{layer}"
-            entries += [
-                f"{entry}._target_=saelab.sae.checkpoints.Files",
-                f"{entry}.path={saes / f'{location}_{layer}.pt'}",
-                f"{entry}.location={location}",
-                f"{entry}.layer={layer}",
-            ]
-    return entries
-
-
 def rate(workdir: Path, command: list[str], n_tokens: int) -> dict:
     """Tokens/s from runs at n and 2n tokens (warm-up and start cancel), and the larger run's
-    time by part."""
+    time by part. Where noise outweighs the difference (a smoke run's few batches), the larger
+    run's own rate, warm-up included, and `warm_up_included` says so."""
     small = timing(run_cli(workdir, [*command, f"data.n_tokens={n_tokens}"])[0])
     large = timing(run_cli(workdir, [*command, f"data.n_tokens={2 * n_tokens}"])[0])
     seconds = large["seconds"] - small["seconds"]
+    noisy = seconds <= 0.1 * large["seconds"]
+    difference = (large["tokens"] - small["tokens"]) / seconds if not noisy else None
     return {
-        "tokens_per_s": (large["tokens"] - small["tokens"]) / seconds,
+        "tokens_per_s": large["tokens_per_s"] if noisy else difference,
+        "warm_up_included": noisy,
         "seconds_at_2n": large["seconds"],
         "share_by_part": large["share_by_part"],
     }
@@ -144,6 +134,7 @@ def main() -> None:
             for location in LOCATIONS:
                 sae = Autoencoder.random(args.n_latents, D, k=K, seed=layer)
                 torch.save(sae.state_dict(), root / f"{location}_{layer}.pt")
+        places = [(loc, layer) for layer in range(args.layers) for loc in LOCATIONS]
         layer = min(6, args.layers - 1)
         base = ["model=random_gpt2", "data=random_tokens", "logger=none",
                 f"precision={args.precision}"]  # fmt: skip
@@ -165,11 +156,11 @@ def main() -> None:
             "eval_reconstruction_density": (
                 ["eval", *base, *one, "evals=[reconstruction,density]"], args.n_tokens),
             "sweep_all_plugins": (["sweep", *base, "sae=none", all_plugins,
-                                   "sweep.memory_budget=1e12", *sweep_entries(root, args.layers)],
+                                   "sweep.memory_budget=1e12", *sweep_entries(root, places)],
                                   args.sweep_tokens),
             "sweep_reconstruction_density": (
                 ["sweep", *base, "sae=none", "evals=[reconstruction,density]",
-                 "sweep.memory_budget=1e12", *sweep_entries(root, args.layers)],
+                 "sweep.memory_budget=1e12", *sweep_entries(root, places)],
                 args.sweep_tokens),
             "export": (["export", *base, *one], args.n_tokens),
         }  # fmt: skip

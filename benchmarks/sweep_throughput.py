@@ -55,8 +55,8 @@ def timed(command: list[str], cwd: Path) -> float:
     return time.perf_counter() - started
 
 
-def fused(saes: Path, places: list[tuple[str, int]], evals: str, args, cwd: Path) -> dict:
-    """Wall time of the process, and of its test loop (read from the results)."""
+def sweep_entries(saes: Path, places: list[tuple[str, int]]) -> list[str]:
+    """`sweep.saes` overrides naming the file `<location>_<layer>.pt` in `saes` per place."""
     entries = []
     for location, layer in places:
         entry = f"+sweep.saes.{location}_{layer}"
@@ -66,6 +66,12 @@ def fused(saes: Path, places: list[tuple[str, int]], evals: str, args, cwd: Path
             f"{entry}.location={location}",
             f"{entry}.layer={layer}",
         ]
+    return entries
+
+
+def fused(saes: Path, places: list[tuple[str, int]], evals: str, args, cwd: Path) -> dict:
+    """Wall time of the process, and of its test loop (read from the results)."""
+    entries = sweep_entries(saes, places)
     command = [sys.executable, "-m", "saelab", "sweep", *common(args), "sae=none", evals]
     out = cwd / f"fused_{len(list(cwd.glob('fused_*')))}"
     wall = timed([*command, *entries, "sweep.memory_budget=1e12", f"hydra.run.dir={out}"], cwd)
