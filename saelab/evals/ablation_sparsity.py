@@ -152,10 +152,9 @@ def effects(
     without_channel[torch.arange(len(channels)), channels] = 0
     values = torch.cat([x - share, without_channel])
     n = len(values)
-    mask = torch.zeros(n, end, dtype=torch.bool, device=tokens.device)
-    mask[:, t] = True
+    positions = torch.arange(n, device=tokens.device) * end + t  # position t of each row
     expanded = {name: value.expand(n, *value.shape[1:]) for name, value in acts.items()}
-    ablated = evaluator.replaced(plugin.probe, expanded, mask, values)
+    ablated = evaluator.replaced(plugin.probe, expanded, positions, values)
     d = centred(ablated[:, t:end] - clean[:, t:end])
     score = sparsity(d)
     return torch.where(d.norm(dim=-1) > 0, score, torch.nan)
