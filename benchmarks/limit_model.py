@@ -42,16 +42,17 @@ def limit_seconds(
         model.bridge.run_with_hooks(batch, fwd_hooks=fwd_hooks, stop_at_layer=stop)
         mask = torch.ones_like(batch, dtype=torch.bool)
         mask[:, 0] = False
+        positions = mask.flatten().nonzero().squeeze(1)
         ablated = set()
         for hook, layer, sae in saes:
-            _, recons = encode_decode(sae, acts[hook][mask])
+            _, recons = encode_decode(sae, acts[hook].flatten(0, 1)[positions])
             if not downstream:
                 continue
             resid_pre = acts[model.resid_pre(layer)]
-            model.forward_from(layer, resid_pre, model.replace_hooks(hook, mask, recons))
+            model.forward_from(layer, resid_pre, model.replace_hooks(hook, positions, recons))
             if hook not in ablated:
                 zeros = torch.zeros_like(recons)
-                model.forward_from(layer, resid_pre, model.replace_hooks(hook, mask, zeros))
+                model.forward_from(layer, resid_pre, model.replace_hooks(hook, positions, zeros))
                 ablated.add(hook)
     if tokens.is_cuda:
         torch.cuda.synchronize()
