@@ -166,7 +166,10 @@ def test_feature_quality_metrics_are_charted_and_in_the_table(page, server, dirs
     captions = page.eval_on_selector_all("figure figcaption", "els => els.map(e => e.textContent)")
     for label in ("probe loss", "sparse probing top-1 accuracy", "absorption fraction"):
         assert any(c.startswith(label) for c in captions), label
-    assert "Not in these runs" not in page.inner_text("main")
+    missing = page.locator("main").inner_text()
+    missing = next((line for line in missing.splitlines() if "Not in these runs" in line), "")
+    for label in ("probe loss", "sparse probing", "absorption"):  # none listed as absent
+        assert label not in missing, missing
     runs = page.eval_on_selector_all(
         "table.runs-table tbody tr", "rs => rs.map(r => r.dataset.run)"
     )
