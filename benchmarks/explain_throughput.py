@@ -18,22 +18,17 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.eval_throughput import overrides, setup
-from benchmarks.export_throughput import run_cli
+from benchmarks.eval_throughput import overrides, run_cli, setup
 from saelab import Autoencoder
 from saelab.io import write_json
 
 
-def metrics(workdir: Path) -> dict:
-    newest = max(workdir.rglob("metrics.json"), key=lambda p: p.stat().st_mtime)
-    return json.loads(newest.read_text())["metrics"]
-
-
 def run(root: Path, name: str, args: list[str]) -> tuple[dict, dict]:
+    """(provenance, metrics) of one CLI run in a folder of its own."""
     workdir = root / name
     workdir.mkdir()
-    provenance, _ = run_cli(workdir, args)
-    return provenance, metrics(workdir)
+    record, _ = run_cli(workdir, args)
+    return record["provenance"], record["metrics"]
 
 
 def main() -> None:
