@@ -30,7 +30,7 @@ class Precision:
         if name is None:
             raise UserError(
                 f"precision={value} is not one of {', '.join(NAMES)}: e.g. precision=bf16 "
-                "(README: Performance)"
+                "(README: Precision)"
             )
         return cls(name)
 
