@@ -266,6 +266,8 @@ BAD_INPUTS = [
     ("train", ["precision=16"], "precision=16 is not one of"),
     ("sweep", ["sweep.memory_budget=abc"], "sweep.memory_budget=abc must be a positive number"),
     ("sweep", ["seed=abc"], "seed=abc must be an integer"),
+    ("sweep", ["sweep.match=yes"], "sweep.match=yes must be true or false"),
+    ("sweep", ["sweep.match=true", "evals=[downstream]"], "keep it in evals"),
     ("train", ["recipe.k=0"], "recipe.k=0 must be an integer from 1 to recipe.n_latents=256"),
     ("train", ["recipe.k=300"], "recipe.k=300 must be an integer from 1 to recipe.n_latents=256"),
     ("train", ["recipe.n_latents=0"], "recipe.n_latents=0 must be a positive integer"),

@@ -9,11 +9,16 @@ time, so memory stays within `chunk x n_latents(B)` floats on the device whateve
 
 from __future__ import annotations
 
+import itertools
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from saelab.formats.base import Checkpoint
 from saelab.sae.autoencoder import Autoencoder
 
 THRESHOLDS = (0.7, 0.9)
@@ -74,3 +79,81 @@ def match(
         best.append(index.cpu()), cosine.append(value.cpu())
         above.append((sims > split_threshold).sum(-1).cpu())
     return Match(torch.cat(best), torch.cat(cosine), torch.cat(above), split_threshold)
+
+
+def about(checkpoint: Checkpoint, **more: Any) -> dict[str, Any]:
+    """One side of a match record: where the SAE came from and its weights' hash (what a viewer
+    finds its export by), its width, and `more` (a sweep adds its run folder)."""
+    return {
+        "source": checkpoint.source,
+        "sha256": checkpoint.sha256,
+        "n_latents": checkpoint.sae.n_latents,
+        **more,
+    }
+
+
+def record(found: Match, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """The JSON of a match (`saelab match --out`, a sweep's `matches/` files): both sides (see
+    `about`), the summary, and per latent of A its best latent of B, that cosine and how many
+    of B's latents lie above the split threshold."""
+    return {
+        "a": a,
+        "b": b,
+        **found.summary(),
+        "best": found.best.tolist(),
+        "cosine": [round(v, 6) for v in found.cosine.tolist()],
+        "matches_above_threshold": found.above.tolist(),
+    }
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An SAE of a sweep as `pairs` sees it: its run folder, place, family, width and L0."""
+
+    name: str
+    place: str
+    family: str
+    n_latents: int
+    l0: float
+
+
+def pairs(saes: Sequence[Candidate]) -> list[tuple[Candidate, Candidate, str]]:
+    """Which SAEs of a sweep to match, as (A, B, why). At each place: each SAE with its
+    neighbours in its family's L0 order ("family neighbours": how a family's latents change as
+    L0 grows, where they split), and each SAE with the SAE of every other family nearest to it
+    in log L0 ("matched L0": how recipes differ at one sparsity). Each pair once.
+
+    Every pair at a place would grow as the square of its SAEs (153 for `tiny_frontier`'s 18,
+    each a product of two decoders) and adds mostly pairs that mix two differences at once (a
+    TopK SAE at L0 8 against a ReLU one at L0 32); these pairs grow with the SAEs times the
+    families (57 there). A is the SAE with fewer latents (its latents may split into B's), at
+    equal widths the one with the lower L0, so each family's chain reads from sparse to dense."""
+
+    def ordered(x: Candidate, y: Candidate) -> tuple[Candidate, Candidate]:
+        return (x, y) if (x.n_latents, x.l0, x.name) <= (y.n_latents, y.l0, y.name) else (y, x)
+
+    def log_l0(c: Candidate) -> float:
+        return math.log(max(c.l0, 1e-6))  # a dead SAE (L0 0) is the sparsest, not an error
+
+    chosen: dict[tuple[str, str], tuple[Candidate, Candidate, str]] = {}
+
+    def add(x: Candidate, y: Candidate, why: str) -> None:
+        a, b = ordered(x, y)
+        chosen.setdefault((a.name, b.name), (a, b, why))
+
+    places: dict[str, dict[str, list[Candidate]]] = {}
+    for sae in saes:
+        places.setdefault(sae.place, {}).setdefault(sae.family, []).append(sae)
+    for families in places.values():
+        for members in families.values():
+            members.sort(key=lambda c: (c.l0, c.name))
+            for x, y in itertools.pairwise(members):
+                add(x, y, "family neighbours")
+        for family, members in families.items():
+            for other, theirs in families.items():
+                if other == family:
+                    continue
+                for x in members:
+                    nearest = min(theirs, key=lambda c: (abs(log_l0(c) - log_l0(x)), c.l0, c.name))
+                    add(x, nearest, "matched L0")
+    return list(chosen.values())

@@ -1,7 +1,8 @@
 """The viewer's HTTP server: assets, read-only run directories, and a small JSON API.
 
 Routes: `/` and `/<asset>` (the viewer), `GET /api/runs`, `GET /api/compare?a=<n>/<run>&b=...`
-(the paired differences of two dashboard rows), `GET /data/<n>/<file>` (the n-th
+(the paired differences of two dashboard rows), `GET /api/matches?export=<n>&latent=<id>` (a
+latent's matches in the other served exports), `GET /data/<n>/<file>` (the n-th
 served directory; `x.json` is answered from `x.json.gz` with `Content-Encoding: gzip`),
 `GET /remote/openai/<path>` (OpenAI's public viewer files, cached), `POST /api/prompt`.
 
@@ -36,6 +37,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from saelab.errors import UserError
 from saelab.server import remote
 from saelab.server.files import MAX_PART, inside
+from saelab.server.matches import Link, latent_links
 from saelab.server.runs import Run, paired_differences
 
 CSP = (
@@ -100,6 +102,7 @@ class ViewerServer(ThreadingHTTPServer):
         prompt: Callable[[str], dict[str, Any]] | None = None,
         prompt_info: dict[str, Any] | None = None,
         allow_hosts: Sequence[str] = (),
+        links: Sequence[Link] = (),
     ) -> None:
         host = address[0]
         if ":" in host:  # an IPv6 address such as ::1
@@ -107,6 +110,7 @@ class ViewerServer(ThreadingHTTPServer):
         super().__init__(address, Handler)
         self.runs, self.cache_dir, self.assets = runs, cache_dir, viewer_dir()
         self.prompt, self.prompt_info = prompt, prompt_info
+        self.links = list(links)
         self.prompt_lock = threading.Lock()  # one model, its hooks added per call: one at a time
         port = self.server_address[1]
         self.host_names = host_names(host, allow_hosts)
@@ -224,6 +228,13 @@ class Handler(BaseHTTPRequestHandler):
                 return self.error(HTTPStatus.BAD_REQUEST, "give two rows: ?a=<n>/<run>&b=<n>/<run>")
             except UserError as error:
                 return self.error(HTTPStatus.BAD_REQUEST, str(error))
+        if path == "/api/matches":
+            query = parse_qs(urlsplit(self.path).query)
+            export, latent = query.get("export", [""])[0], query.get("latent", [""])[0]
+            if not all(v.isascii() and v.isdigit() for v in (export, latent)):
+                return self.error(HTTPStatus.BAD_REQUEST, "give ?export=<n>&latent=<id>")
+            found = latent_links(self.server.links, int(export), int(latent))
+            return self.send_json({"matches": found})
         if path.startswith("/data/"):
             index, _, relative = path.removeprefix("/data/").partition("/")
             if not index.isdigit() or int(index) >= len(self.server.runs):

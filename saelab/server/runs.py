@@ -34,6 +34,8 @@ class Run:
     atoms: list[int] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)  # results: one row per SAE
     parent: int | None = None  # an export found inside a results folder: that folder's index
+    matches: list[dict[str, Any]] = field(default_factory=list)  # results: pairs' summaries
+    matched: list[int] = field(default_factory=list)  # export: exports it has match links to
 
     def describe(self) -> dict[str, Any]:
         summary: dict[str, Any] = {"index": self.index, "path": str(self.path), "kind": self.kind}
@@ -41,8 +43,10 @@ class Run:
             summary["parent"] = self.parent
         if self.kind == "export":
             summary["manifest"] = self.manifest
+            summary["matched"] = self.matched
         elif self.kind == "results":
             summary["rows"] = self.rows
+            summary["matches"] = self.matches
         else:
             summary["atoms"] = self.atoms
         return summary
@@ -66,7 +70,7 @@ def open_run(index: int, directory: str | Path) -> Run:
             raise UserError(f"{manifest} is not a saelab export manifest (no saelab-export schema)")
         return Run(index, path, "export", manifest=data)
     if (path / "sweep.json").is_file() or (path / "metrics.json").is_file():
-        return Run(index, path, "results", rows=result_rows(path))
+        return Run(index, path, "results", rows=result_rows(path), matches=match_summaries(path))
     atoms = sorted(int(m.group(1)) for p in path.iterdir() if (m := ATOM_FILE.match(p.name)))
     if atoms:
         return Run(index, path, "openai", atoms=atoms)
@@ -134,6 +138,21 @@ def result_rows(root: Path) -> list[dict[str, Any]]:
         row["family"] = family(row)
         row["has_export"] = json_inside(root, row["run"], "export", "manifest.json") is not None
     return rows
+
+
+def match_summaries(root: Path) -> list[dict[str, Any]]:
+    """A sweep folder's `matches.json` (`sweep.match=true`: one summary per matched pair of
+    SAEs), each entry kept only where its pair file lies inside the folder; [] without one."""
+    data = json_inside(root, "matches.json")
+    if not isinstance(data, list):
+        return []
+    out = []
+    for entry in data:
+        if not isinstance(entry, dict) or inside(root, entry.get("file")) is None:
+            continue
+        if isinstance(entry.get("a"), str) and isinstance(entry.get("b"), str):
+            out.append({k: v for k, v in entry.items() if isinstance(v, (str, int, float))})
+    return out
 
 
 def nested_exports(runs: list[Run]) -> list[Run]:

@@ -11,7 +11,7 @@ import torch
 from saelab.errors import ArgumentParser, UserError, exit_with
 from saelab.io import write_json
 from saelab.sae import checkpoints
-from saelab.sae.match import match
+from saelab.sae.match import about, match, record
 
 
 def main(argv: list[str]) -> None:
@@ -35,14 +35,7 @@ def main(argv: list[str]) -> None:
         found = match(a.sae, b.sae, args.split_threshold, args.device)
         summary = found.summary()
         if args.out:
-            write_json(args.out, {
-                "a": {"source": a.source, "sha256": a.sha256, "n_latents": a.sae.n_latents},
-                "b": {"source": b.source, "sha256": b.sha256, "n_latents": b.sae.n_latents},
-                **summary,
-                "best": found.best.tolist(),
-                "cosine": [round(v, 6) for v in found.cosine.tolist()],
-                "matches_above_threshold": found.above.tolist(),
-            })  # fmt: skip
+            write_json(args.out, record(found, about(a), about(b)))
     except UserError as error:
         exit_with(error)
     print(f"A: {a.source} ({a.sae.n_latents} latents)\nB: {b.source} ({b.sae.n_latents} latents)")

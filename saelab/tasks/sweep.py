@@ -6,14 +6,18 @@ SAEs load lazily, a group at a time, so the SAEs on the device stay within
 as a separate `saelab eval` run (`<family>/<location>/<layer>/metrics.json`, and with
 `export=true` its viewer export in `export/`, from the same pass) and the sweep ends with
 `sweep.csv` and `sweep.json`. With `resume=true run_name=<name>`, SAEs whose `metrics.json`
-exists are skipped and the others (unfinished ones included) are redone.
+exists are skipped and the others (unfinished ones included) are redone. With
+`sweep.match=true` the SAEs that share a place are then matched latent by latent (`match_sweep`).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -25,9 +29,12 @@ from saelab.evals import results as results_io
 from saelab.evals.base import RunContext
 from saelab.evals.evaluator import Evaluation, probe
 from saelab.formats.base import Checkpoint
+from saelab.io import write_json
 from saelab.sae.checkpoints import Source, places
+from saelab.sae.match import Candidate, about, match, pairs, record
 from saelab.sources.models import ModelSource
 from saelab.sources.places import Place
+from saelab.sources.precision import run_device
 from saelab.tasks.checks import check_sweep
 from saelab.tasks.common import close_loggers, model_source, output_dir
 from saelab.tasks.common import logger as task_logger
@@ -161,6 +168,62 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 )
         print(f"evaluated {len(group)} SAE(s) in {seconds:.0f} s")
     rows = results_io.write_summary(out_dir)
+    if cfg.sweep.match and trainer.is_global_zero:
+        found = match_sweep(out_dir, every, model, run_device(str(cfg.trainer.accelerator)))
+        print(f"{len(found)} pairs of SAEs matched: {out_dir / MATCHES_FILE}")
     close_loggers()
     print(f"{len(rows)} SAEs: {out_dir / 'sweep.csv'}")
     return {"n_saes": len(rows)}
+
+
+MATCHES_FILE = "matches.json"  # the pairs' summaries; each pair's matches in matches/<place>/
+SUMMARY = ("matched_above_0.7", "matched_above_0.9", "split_fraction", "mean_cosine")
+
+
+def match_sweep(
+    out_dir: Path, every: list[Entry], model: ModelSource, device: Any
+) -> list[dict[str, Any]]:
+    """`sweep.match=true`: the SAEs at each place matched in the pairs `match.pairs` picks by
+    their measured L0. Each pair's record (`saelab match --out`'s schema, each side with its
+    run folder) goes to `matches/<location>/<layer>/<A folder>__<B folder>.json`, the summaries
+    to `matches.json`. A pair whose file records both SAEs' present sha256 is not redone
+    (resume); two SAEs are loaded at a time (`match` bounds the products)."""
+    runs = {e.name: json.loads((out_dir / e.name / "metrics.json").read_text()) for e in every}
+    candidates = [
+        Candidate(e.name, e.place.name, e.family,
+                  int(runs[e.name]["provenance"]["sae_n_latents"]),
+                  float(runs[e.name]["metrics"]["sparsity/l0"]))
+        for e in every
+    ]  # fmt: skip
+    entry = {e.name: e for e in every}
+
+    @lru_cache(maxsize=2)  # pairs come A by A: A stays loaded while its Bs change
+    def load(name: str) -> Checkpoint:
+        return entry[name].load(model)
+
+    summaries = []
+    for a, b, why in pairs(candidates):
+        relative = f"matches/{a.place}/{entry[a.name].folder}__{entry[b.name].folder}.json"
+        shas = [runs[c.name]["provenance"]["sae_sha256"] for c in (a, b)]
+        done = finished(out_dir / relative, shas)
+        if done is None:
+            found = match(load(a.name).sae, load(b.name).sae, device=device)
+            done = record(found, about(load(a.name), run=a.name), about(load(b.name), run=b.name))
+            write_json(out_dir / relative, done)
+        summaries.append({
+            "a": a.name, "b": b.name, "place": a.place, "pairing": why, "file": relative,
+            "l0_a": a.l0, "l0_b": b.l0, "n_latents_a": a.n_latents, "n_latents_b": b.n_latents,
+            **{key: done[key] for key in SUMMARY},
+        })  # fmt: skip
+    write_json(out_dir / MATCHES_FILE, summaries)
+    return summaries
+
+
+def finished(path: Path, shas: list[str | None]) -> dict[str, Any] | None:
+    """A pair's record if its file is complete and matched these very SAEs, else None."""
+    try:
+        done = json.loads(path.read_text())
+        same = [done["a"]["sha256"], done["b"]["sha256"]] == shas and None not in shas
+        return done if same and all(key in done for key in SUMMARY) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -19,7 +19,9 @@ DIR: an export written by `saelab export`, a directory of OpenAI's viewer files
 (<atom>.json), or evaluation results for the runs dashboard (a `saelab sweep` or multirun
 folder with sweep.json, or a `saelab eval` run folder with metrics.json). Overrides such as
 experiment=tiny (or model=... sae=... layer=... location=...) load a model and SAE for the
-prompt view. Ctrl-C stops the server."""
+prompt view. Each latent page lists its matches in the other served exports (links) where a
+match record of the two SAEs is known: a served sweep folder's (sweep.match=true) or a
+`saelab match --out` file given with --matches. Ctrl-C stops the server."""
 
 
 def port(text: str) -> int:
@@ -47,6 +49,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="a Host name to answer besides loopback's and this machine's (repeatable), "
         "e.g. the name a proxy or another machine uses",
     )
+    parser.add_argument(
+        "--matches",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="a `saelab match --out` file whose two SAEs' exports are served: each latent page "
+        "links its matches in the other (repeatable)",
+    )
     parser.add_argument("--no-browser", action="store_true", help="do not open a browser")
     parser.add_argument(
         "--cache-dir", type=Path, default=None, help="where OpenAI's viewer files are cached"
@@ -63,11 +74,13 @@ def serve(argv: list[str]):
     """Build the server (not yet serving): the part tests drive in-process."""
     from saelab.sae.checkpoints import default_cache_dir
     from saelab.server.app import ViewerServer, exposed
+    from saelab.server.matches import links
     from saelab.server.runs import nested_exports, open_run
 
     args = parse(argv)
     runs = [open_run(i, d) for i, d in enumerate(args.dirs)]
     runs += nested_exports(runs)
+    found = links(runs, args.matches)
     engine = None
     if args.overrides:
         from saelab.server.prompt import build_engine
@@ -81,6 +94,7 @@ def serve(argv: list[str]):
             prompt=engine,
             prompt_info=engine.info if engine else None,
             allow_hosts=args.allow_host,
+            links=found,
         )
     except OSError as error:
         if error.errno == errno.EADDRINUSE:

@@ -140,7 +140,17 @@ function explanationPanel(x) {
     h("div", { class: "patterns" }, x.patterns.map(patternRow)));
 }
 
-export function renderLatent(r, { link, title, subtitle }) {
+// Links to this latent's matches in other served SAEs (`/api/matches`): its best match in each
+// SAE matched from it, and the latents of other SAEs whose best match it is.
+function crossMatches(matches) {
+  return section("Matches in other SAEs",
+    h("p", { class: "caption muted" }, "By cosine similarity of decoder directions (saelab match): this latent's best match in another SAE, or a latent there whose best match is this one."),
+    h("ul", { class: "cross-matches" }, matches.map((m) => h("li", { "data-export": m.export, "data-direction": m.direction },
+      h("a", { href: `#/r/${m.export}/l/${m.latent}`, class: "cross-match", title: m.title }, `${m.label} #${m.latent}`), " ",
+      h("span", { class: "muted" }, `cos ${fmt(m.cosine, 3)} · ${m.direction === "best" ? "its best match" : "matched to this"}`)))));
+}
+
+export function renderLatent(r, { link, title, subtitle, matches = [] }) {
   const max = r.max_act || Math.max(0, ...r.top.map((e) => e.act ?? 0));
   const parts = [h("h1", {}, title), subtitle ? h("p", { class: "muted" }, subtitle) : null];
   const left = [section("Statistics", statsTable(r))];
@@ -156,6 +166,7 @@ export function renderLatent(r, { link, title, subtitle }) {
     right.push(section("Nearest latents", h("p", { class: "caption muted" }, "By cosine similarity of decoder directions."),
       h("ul", { class: "neighbours" }, r.neighbours.map(([id, cos]) => h("li", {}, h("a", { href: link(id) }, `#${id}`), " ", h("span", { class: "muted" }, `cos ${fmt(cos, 3)}`))))));
   }
+  if (matches.length) right.push(crossMatches(matches));
   parts.push(h("div", { class: "grid" }, h("div", {}, left), h("div", {}, right)));
   if (r.explanation) parts.push(explanationPanel(r.explanation));
   parts.push(section(`Top activations (${r.top.length})`, topExamples(r.top, max)));

@@ -45,8 +45,22 @@ async function latentPage(run, id) {
     return h("div", {}, nav(Infinity), renderLatent(fromOpenAI(info, id), { link, title: `Feature ${id}`, subtitle: `OpenAI viewer file ${run.path}/${id}.json` }));
   }
   const m = run.manifest;
-  const [record, v] = await Promise.all([runFile(run.index, `latents/${id}.json`), vocab(run.index)]);
-  return h("div", {}, nav(m.n_latents ?? m.sae?.n_latents ?? Infinity), renderLatent(fromExport(record, v, m), { link, title: `Latent ${id}`, subtitle: `${m.model} · ${m.hook} · SAE ${m.sae?.source ?? ""}` }));
+  const [record, v, matches] = await Promise.all([runFile(run.index, `latents/${id}.json`), vocab(run.index), crossMatches(run, id)]);
+  return h("div", {}, nav(m.n_latents ?? m.sae?.n_latents ?? Infinity), renderLatent(fromExport(record, v, m), { link, title: `Latent ${id}`, subtitle: `${m.model} · ${m.hook} · SAE ${m.sae?.source ?? ""}`, matches }));
+}
+
+// An export as a link names it: a sweep's by its run folder, another by its directory.
+function exportName(runs, r) {
+  const parent = r.parent != null ? runs[r.parent] : null;
+  if (parent && r.path.startsWith(`${parent.path}/`)) return r.path.slice(parent.path.length + 1).replace(/\/export$/, "");
+  return r.path.split(/[\\/]/).filter(Boolean).pop() || r.path;
+}
+
+// This latent's matches in the other served exports, where a match record links them.
+async function crossMatches(run, id) {
+  if (!run.matched?.length) return [];
+  const [{ runs }, { matches }] = await Promise.all([getRuns(), getJSON(`/api/matches?export=${run.index}&latent=${id}`)]);
+  return matches.map((m) => ({ ...m, label: exportName(runs, runs[m.export]), title: `${runs[m.export].path} · SAE ${runs[m.export].manifest.sae?.source ?? ""}` }));
 }
 
 async function remotePage(parts) {

@@ -2,7 +2,8 @@
 // the served sweeps, multiruns and eval runs. Plain SVG; one colour per series
 // (served folder x SAE family x location), named in one legend shared by every chart. Error
 // bars: ± one standard error over contexts (`<metric>_se`); two rows ticked in the table get
-// each metric's paired difference from the server (`/api/compare`).
+// each metric's paired difference from the server (`/api/compare`); a sweep's matched pairs of
+// SAEs (`sweep.match=true`) in a table.
 import { getJSON } from "./api.js";
 import { fmt, h, section } from "./dom.js";
 
@@ -294,6 +295,41 @@ async function pairedPanel(picked, panel) {
         h("td", { class: "num verdict" }, r.significant ? "significant" : "–"))))));
 }
 
+const MATCH_COLUMNS = [
+  ["matched_above_0.7", "matched > 0.7", "fraction of A's latents whose best match in B has decoder cosine above 0.7"],
+  ["matched_above_0.9", "matched > 0.9", "fraction of A's latents whose best match in B has decoder cosine above 0.9"],
+  ["split_fraction", "split", "fraction of A's latents with two or more of B's latents above the split threshold"],
+  ["mean_cosine", "mean cosine", "mean over A's latents of the cosine of its best match in B"],
+];
+
+// The served sweeps' matched pairs (`sweep.match=true`, `matches.json`): one row per pair,
+// A's latents matched into B's by decoder cosine; each SAE links to its feature pages where
+// its export is served, each pair to its per-latent file.
+function matchTable(folders, rows) {
+  const body = [];
+  for (const folder of folders) {
+    const sae = (run) => {
+      const row = rows.find((r) => r.folder === folder.index && r.run === run);
+      return row?.export != null ? h("a", { href: `#/r/${row.export}`, class: "features" }, run) : run;
+    };
+    for (const m of folder.matches ?? []) {
+      body.push(h("tr", { "data-a": m.a, "data-b": m.b },
+        folders.length > 1 ? h("td", {}, baseName(folder.path)) : null,
+        h("td", {}, m.place), h("td", {}, sae(m.a)), h("td", {}, sae(m.b)), h("td", { class: "muted" }, m.pairing),
+        h("td", { class: "num" }, `${fmt(m.l0_a, 3)} → ${fmt(m.l0_b, 3)}`),
+        MATCH_COLUMNS.map(([key]) => h("td", { class: "num", "data-key": key }, fmt(m[key], 3))),
+        h("td", {}, h("a", { href: `/data/${folder.index}/${m.file.split("/").map(encodeURIComponent).join("/")}`, class: "match-file" }, "per latent"))));
+    }
+  }
+  if (!body.length) return null;
+  const head = [folders.length > 1 ? "folder" : null, "place", "A", "B", "pairing", "L0 A → B"].filter(Boolean).map((t) => h("th", {}, t));
+  return section("Latents matched across SAEs",
+    h("p", { class: "caption muted" }, "Pairs of SAEs at one place (sweep.match=true): each SAE with its family neighbours in L0 order and with the other families' SAE nearest in L0. For each latent of A, the latent of B with the most similar decoder direction; per latent: the pair's JSON, and links on the latent pages where both exports are served."),
+    h("div", { class: "table-wrap" }, h("table", { class: "match-table" },
+      h("thead", {}, h("tr", {}, head, MATCH_COLUMNS.map(([, label, hint]) => h("th", { class: "num", title: hint }, label)), h("th", {}, "file"))),
+      h("tbody", {}, body))));
+}
+
 function swatch(color) {
   const el = s("svg", { width: 9, height: 9, class: "dot" });
   el.appendChild(s("circle", { cx: 4.5, cy: 4.5, r: 4, fill: color }));
@@ -325,5 +361,6 @@ export function renderRuns(runs) {
         ? [h("h3", {}, "At matched L0"), h("p", { class: "caption muted" }, "Each series' frontier metrics interpolated at shared L0 values, linearly in log L0 between its SAEs on its Pareto line; never extrapolated: – where a series' SAEs do not span that L0 (hover for its range)."), matched]
         : h("p", { class: "caption muted" }, "At matched L0: no series has two SAEs at one place, so there is no frontier to interpolate.")) : null,
     section("Every SAE", h("p", { class: "caption muted" }, "Click a column to sort (again to reverse). run: its metrics.json; export: its feature pages, where an export of the same SAE is served. Hover a value for its standard error."), h("div", { class: "table-wrap" }, table(rows, folders.length > 1, (picked) => pairedPanel(picked, paired)))),
-    section("Paired difference", paired));
+    section("Paired difference", paired),
+    matchTable(folders, rows));
 }
