@@ -1,0 +1,164 @@
+"""Matches in the viewer: a sweep (`sweep.match=true export=true`) of an SAE and a copy of it
+whose latents are permuted by hand, served; the dashboard's match table and the latent pages'
+cross-SAE links, clicked in headless Chromium, land on the permuted latent. `--matches FILE`
+(a `saelab match --out` file) links two served exports the same way; bad match files are one
+line and exit 2."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+from saelab.cli import main
+from tests.conftest import TINY_OVERRIDES, openai_state_dict, serving, visit
+
+N, D = 64, 64
+PERM = torch.randperm(N, generator=torch.Generator().manual_seed(7))
+# latent j of the copy is latent PERM[j] of the original: the original's latent i is the
+# copy's latent j with PERM[j] = i
+INVERSE = torch.argsort(PERM).tolist()
+COMMON = ["model=random_gpt2", *TINY_OVERRIDES, "data=random_tokens", "data.n_tokens=640",
+          "data.batch_size=4", "data.n_ctx=16", "logger=none"]  # fmt: skip
+RUN_A, RUN_B = "a/resid_post_mlp/1", "b/resid_post_mlp/1"
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """An OpenAI-format TopK SAE and the same SAE with its latents in the order PERM."""
+    folder = tmp_path_factory.mktemp("saes")
+    sd = openai_state_dict(N, D, k=8, seed=3)
+    copy = dict(sd)
+    for key in ("encoder.weight", "latent_bias", "stats_last_nonzero",
+                "latents_activation_frequency", "latents_mean_square"):  # fmt: skip
+        copy[key] = sd[key][PERM]
+    copy["decoder.weight"] = sd["decoder.weight"][:, PERM]
+    torch.save(sd, folder / "a.pt")
+    torch.save(copy, folder / "b.pt")
+    return {"a": folder / "a.pt", "b": folder / "b.pt"}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, checkpoints) -> Path:
+    out = tmp_path_factory.mktemp("matchview") / "sweep"
+    saes = [
+        f"+sweep.saes.{name}={{_target_:saelab.sae.checkpoints.Files,path:'{path}',"
+        "location:resid_post_mlp,layer:1}"
+        for name, path in checkpoints.items()
+    ]
+    main(["sweep", *COMMON, "sae=none", *saes, "evals=[reconstruction]", "export=true",
+          "sweep.match=true", f"hydra.run.dir={out}"])  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(sweep):
+    with serving([str(sweep), "--no-browser"]) as srv:
+        yield srv
+
+
+def export_index(server, run: str) -> int:
+    return next(r.index for r in server.runs if r.path.as_posix().endswith(f"{run}/export"))
+
+
+def test_the_match_table_lists_the_pair_matched_exactly(page, server, sweep):
+    visit(page, server, "#/runs")
+    rows = page.locator("table.match-table tbody tr")
+    assert rows.count() == 1
+    row = rows.first
+    assert row.get_attribute("data-a") == RUN_A and row.get_attribute("data-b") == RUN_B
+    values = {key: row.locator(f'td[data-key="{key}"]').inner_text() for key in
+              ("matched_above_0.7", "matched_above_0.9", "split_fraction", "mean_cosine")}  # fmt: skip
+    assert values == {"matched_above_0.7": "1", "matched_above_0.9": "1",
+                      "split_fraction": "0", "mean_cosine": "1"}  # fmt: skip
+    assert "matched L0" in row.inner_text()  # two families (names), the same L0
+    # A's name links to its feature pages; the pair's per-latent file is served
+    row.locator("a.features").first.click()
+    page.wait_for_selector(f'body[data-ready="#/r/{export_index(server, RUN_A)}"]')
+    record = json.loads(urllib.request.urlopen(
+        server.url + "data/0/matches/resid_post_mlp/1/a__b.json").read())  # fmt: skip
+    assert record["best"] == INVERSE
+
+
+@pytest.mark.parametrize("latent", [3, 40])
+def test_a_latent_links_its_permuted_copy_and_back(page, server, latent):
+    a, b = export_index(server, RUN_A), export_index(server, RUN_B)
+    visit(page, server, f"#/r/{a}/l/{latent}")
+    links = page.locator("ul.cross-matches a.cross-match")
+    assert links.count() == 1
+    assert links.first.inner_text() == f"{RUN_B} #{INVERSE[latent]}"
+    assert "cos 1 · its best match" in page.locator("ul.cross-matches li").first.inner_text()
+    links.first.click()
+    target = f"#/r/{b}/l/{INVERSE[latent]}"
+    page.wait_for_selector(f'body[data-ready="{target}"]')
+    assert page.locator("h1").inner_text() == f"Latent {INVERSE[latent]}"
+    back = page.locator('ul.cross-matches li[data-direction="matched to this"] a')
+    assert back.count() == 1 and back.first.inner_text() == f"{RUN_A} #{latent}"
+    back.first.click()
+    page.wait_for_selector(f'body[data-ready="#/r/{a}/l/{latent}"]')
+
+
+def api(server, query: str) -> dict:
+    return json.loads(urllib.request.urlopen(f"{server.url}api/matches?{query}").read())
+
+
+def test_matches_file_links_two_served_exports(tmp_path, sweep, checkpoints):
+    record = tmp_path / "ab.json"
+    main(["match", str(checkpoints["a"]), str(checkpoints["b"]), "--out", str(record)])
+    exports = [str(sweep / run / "export") for run in (RUN_A, RUN_B)]
+    with serving([*exports, "--matches", str(record), "--no-browser"]) as srv:
+        assert srv.runs[0].matched == [1] and srv.runs[1].matched == [0]
+        found = api(srv, "export=0&latent=5")["matches"]
+        assert found == [{"export": 1, "latent": INVERSE[5], "cosine": pytest.approx(1.0),
+                          "direction": "best"}]  # fmt: skip
+        back = api(srv, f"export=1&latent={INVERSE[5]}")["matches"]
+        assert [(m["export"], m["latent"], m["direction"]) for m in back] == [
+            (0, 5, "matched to this")
+        ]
+        assert api(srv, "export=0&latent=999")["matches"] == []  # no such latent: nothing
+        with pytest.raises(urllib.error.HTTPError) as bad:
+            api(srv, "export=0&latent=-1")
+        assert bad.value.code == 400
+    with serving([*exports, "--no-browser"]) as srv:  # no match file: no links
+        assert api(srv, "export=0&latent=5")["matches"] == []
+
+
+def edited(path: Path, tmp_path: Path, change) -> Path:
+    record = json.loads(path.read_text())
+    change(record)
+    out = tmp_path / f"edited-{len(list(tmp_path.iterdir()))}.json"
+    out.write_text(json.dumps(record))
+    return out
+
+
+def test_bad_match_files_are_one_line_and_exit_2(tmp_path, sweep, checkpoints, capsys):
+    good = tmp_path / "ab.json"
+    main(["match", str(checkpoints["a"]), str(checkpoints["b"]), "--out", str(good)])
+    capsys.readouterr()
+    corrupt = tmp_path / "corrupt.json"
+    corrupt.write_text(good.read_text()[:100])
+    exports = [str(sweep / run / "export") for run in (RUN_A, RUN_B)]
+    cases = [
+        ([*exports], tmp_path / "missing.json", "cannot read it"),
+        ([*exports], corrupt, "is not valid JSON"),
+        ([exports[0]], good, "no served export of its SAE B"),
+        # a record of other widths than the served SAEs' (not the same SAEs after all)
+        ([*exports], edited(good, tmp_path, lambda r: r["b"].update(n_latents=2 * N)),
+         f"SAE B has {2 * N} latents but its export"),
+        ([*exports], edited(good, tmp_path, lambda r: r.update(best=r["best"][:-1])),
+         f"one value per latent of A \\({N}\\)"),
+        ([*exports], edited(good, tmp_path, lambda r: r["best"].__setitem__(0, N)),
+         "'best' must hold latents of B"),
+        ([*exports], edited(good, tmp_path, lambda r: r.pop("a")), "'a' must give"),
+    ]  # fmt: skip
+    for dirs, path, message in cases:
+        with pytest.raises(SystemExit) as exit_:
+            main(["view", *dirs, "--matches", str(path), "--no-browser"])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and re.search(message, err), (message, err)
