@@ -72,8 +72,8 @@ def test_the_match_table_lists_the_pair_matched_exactly(page, server, sweep):
     assert rows.count() == 1
     row = rows.first
     assert row.get_attribute("data-a") == RUN_A and row.get_attribute("data-b") == RUN_B
-    values = {key: row.locator(f'td[data-key="{key}"]').inner_text() for key in
-              ("matched_above_0.7", "matched_above_0.9", "split_fraction", "mean_cosine")}  # fmt: skip
+    keys = ("matched_above_0.7", "matched_above_0.9", "split_fraction", "mean_cosine")
+    values = {key: row.locator(f'td[data-key="{key}"]').inner_text() for key in keys}
     assert values == {"matched_above_0.7": "1", "matched_above_0.9": "1",
                       "split_fraction": "0", "mean_cosine": "1"}  # fmt: skip
     assert "matched L0" in row.inner_text()  # two families (names), the same L0
