@@ -147,8 +147,8 @@ def check_sweep(cfg: DictConfig) -> None:
     check_precision(cfg)
     check_fits(cfg.data.n_tokens * TOKEN_BYTES, f"data.n_tokens={cfg.data.n_tokens}")
     budget = ("a positive number of bytes", _positive_number)
-    apply(cfg, [("sweep.memory_budget", budget, "4e9"),
-                ("sweep.match", ("true or false", lambda v: isinstance(v, bool)), "true")])
+    boolean = ("true or false", lambda v: isinstance(v, bool))
+    apply(cfg, [("sweep.memory_budget", budget, "4e9"), ("sweep.match", boolean, "true")])
     if cfg.sweep.match and "reconstruction" not in (cfg.evals or {}):
         raise UserError(
             "sweep.match=true pairs SAEs by the L0 the reconstruction plugin measures: keep it "
