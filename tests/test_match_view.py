@@ -63,7 +63,8 @@ def server(sweep):
 
 
 def export_index(server, run: str) -> int:
-    return next(r.index for r in server.runs if r.path.as_posix().endswith(f"{run}/export"))
+    wanted = server.runs[0].path / run / "export"
+    return next(r.index for r in server.runs if r.path == wanted)
 
 
 def test_the_match_table_lists_the_pair_matched_exactly(page, server, sweep):
