@@ -1,11 +1,12 @@
 """The runs dashboard on the tiny zoo's sparsity frontier: a real `saelab sweep
 experiment=tiny_frontier` (the 18 bundled frontier SAEs, on fewer tokens) served and drawn in
 headless Chromium. Each recipe is one series, its three SAEs joined in order of L0, the six
-side by side on the frontier charts."""
+side by side on the frontier charts; with `sweep.match=true`, its matched pairs in a table."""
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -29,6 +30,7 @@ def sweep(tmp_path_factory) -> Path:
             "logger=none",
             "data.n_tokens=4096",
             "evals=[reconstruction,downstream]",
+            "sweep.match=true",
             f"hydra.run.dir={out}",
         ]
     )
@@ -90,3 +92,29 @@ def test_table_lists_the_eighteen_by_family(page, server):
         "table.runs-table tbody tr td:nth-child(2)", "tds => tds.map(t => t.textContent.trim())"
     )
     assert sorted(set(families)) == sorted(FAMILIES)
+
+
+def test_match_table_pairs_each_family_chain_and_each_l0_across_families(page, server, sweep):
+    """By hand: a family's three SAEs (L0 about 8, 16, 32) give two neighbour pairs; each two of
+    the six families give three pairs at matched L0 (the same target L0 is the nearest, as the
+    measured L0s confirm): 6 x 2 + 15 x 3 = 57."""
+    rows = json.loads((sweep / "sweep.json").read_text())
+    l0 = {r["run"]: r["sparsity/l0"] for r in rows}
+    recipe = lambda run: run.split("_l0_")[0]  # noqa: E731
+    target = lambda run: run.split("_l0_")[1].split("/")[0]  # noqa: E731
+    for run in l0:  # the premise: in every other family, the nearest L0 has the same target
+        for other in set(map(recipe, l0)) - {recipe(run)}:
+            theirs = [r for r in l0 if recipe(r) == other]
+            nearest = min(theirs, key=lambda r: abs(math.log(l0[r] / l0[run])))
+            assert target(nearest) == target(run), (run, nearest)
+    visit(page, server, "#/runs")
+    table = page.locator("table.match-table tbody tr")
+    assert table.count() == 57
+    pairs = [(r.get_attribute("data-a"), r.get_attribute("data-b"),
+              r.locator("td").nth(3).inner_text()) for r in table.all()]  # fmt: skip
+    neighbours = [(a, b) for a, b, why in pairs if why == "family neighbours"]
+    assert len(neighbours) == 12 and all(recipe(a) == recipe(b) for a, b in neighbours)
+    assert all(l0[a] < l0[b] for a, b in neighbours)  # A: the lower L0
+    across = [(a, b) for a, b, why in pairs if why == "matched L0"]
+    assert len(across) == 45
+    assert all(recipe(a) != recipe(b) and target(a) == target(b) for a, b in across)
