@@ -62,6 +62,14 @@ def server(sweep):
         yield srv
 
 
+@pytest.fixture(scope="module")
+def match_file(tmp_path_factory, checkpoints) -> Path:
+    """`saelab match a b --out`: the record of the SAE and its permuted copy."""
+    out = tmp_path_factory.mktemp("record") / "ab.json"
+    main(["match", str(checkpoints["a"]), str(checkpoints["b"]), "--out", str(out)])
+    return out
+
+
 def export_index(server, run: str) -> int:
     wanted = server.runs[0].path / run / "export"
     return next(r.index for r in server.runs if r.path == wanted)
@@ -108,9 +116,8 @@ def api(server, query: str) -> dict:
     return json.loads(urllib.request.urlopen(f"{server.url}api/matches?{query}").read())
 
 
-def test_matches_file_links_two_served_exports(tmp_path, sweep, checkpoints):
-    record = tmp_path / "ab.json"
-    main(["match", str(checkpoints["a"]), str(checkpoints["b"]), "--out", str(record)])
+def test_matches_file_links_two_served_exports(sweep, match_file):
+    record = match_file
     exports = [str(sweep / run / "export") for run in (RUN_A, RUN_B)]
     with serving([*exports, "--matches", str(record), "--no-browser"]) as srv:
         assert srv.runs[0].matched == [1] and srv.runs[1].matched == [0]
@@ -129,6 +136,25 @@ def test_matches_file_links_two_served_exports(tmp_path, sweep, checkpoints):
         assert api(srv, "export=0&latent=5")["matches"] == []
 
 
+def test_matches_file_links_are_clicked_to_the_other_export(sweep, match_file, browser):
+    record = match_file
+    exports = [str(sweep / run / "export") for run in (RUN_A, RUN_B)]
+    with serving([*exports, "--matches", str(record), "--no-browser"]) as srv:
+        context = browser.new_context()
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        visit(page, srv, "#/r/0/l/5")
+        link = page.locator("ul.cross-matches a.cross-match")
+        # two exports served on their own: named by their paths below the folder they share
+        assert link.inner_text() == f"{RUN_B}/export #{INVERSE[5]}"
+        link.click()
+        page.wait_for_selector(f'body[data-ready="#/r/1/l/{INVERSE[5]}"]')
+        assert page.locator("ul.cross-matches a.cross-match").inner_text() == f"{RUN_A}/export #5"
+        context.close()
+        assert not errors, errors
+
+
 def edited(path: Path, tmp_path: Path, change) -> Path:
     record = json.loads(path.read_text())
     change(record)
@@ -137,10 +163,8 @@ def edited(path: Path, tmp_path: Path, change) -> Path:
     return out
 
 
-def test_bad_match_files_are_one_line_and_exit_2(tmp_path, sweep, checkpoints, capsys):
-    good = tmp_path / "ab.json"
-    main(["match", str(checkpoints["a"]), str(checkpoints["b"]), "--out", str(good)])
-    capsys.readouterr()
+def test_bad_match_files_are_one_line_and_exit_2(tmp_path, sweep, match_file, capsys):
+    good = match_file
     corrupt = tmp_path / "corrupt.json"
     corrupt.write_text(good.read_text()[:100])
     exports = [str(sweep / run / "export") for run in (RUN_A, RUN_B)]

@@ -117,13 +117,18 @@ def link(record: dict[str, Any], exports: dict[str, Run], name: str, strict: boo
 
 
 def links(runs: list[Run], files: list[Path]) -> list[Link]:
-    """Every link: the `--matches` files (strict) and the served sweep folders' matches."""
+    """Every link: the `--matches` files (strict) and the served sweep folders' matches (a
+    pair's file read only where both its SAEs have served exports); each export's `matched`
+    lists the exports it links to."""
     exports = exports_by_sha(runs)
     found = [link(read(f), exports, f"--matches {f}", strict=True) for f in files]
     for run in runs:
         if run.kind != "results":
             continue
+        sha = {row["run"]: row.get("sae_sha256") for row in run.rows}
         for entry in run.matches:
+            if sha.get(entry["a"]) not in exports or sha.get(entry["b"]) not in exports:
+                continue
             record = json_inside(run.path, entry["file"])
             try:
                 found.append(link(check(record, entry["file"]), exports, entry["file"], False))

@@ -49,11 +49,16 @@ async function latentPage(run, id) {
   return h("div", {}, nav(m.n_latents ?? m.sae?.n_latents ?? Infinity), renderLatent(fromExport(record, v, m), { link, title: `Latent ${id}`, subtitle: `${m.model} · ${m.hook} · SAE ${m.sae?.source ?? ""}`, matches }));
 }
 
-// An export as a link names it: a sweep's by its run folder, another by its directory.
+// An export as a link names it: a sweep's by its run folder, another by its path below the
+// folder that all served exports share (its directory name when it is the only one).
 function exportName(runs, r) {
   const parent = r.parent != null ? runs[r.parent] : null;
   if (parent && r.path.startsWith(`${parent.path}/`)) return r.path.slice(parent.path.length + 1).replace(/\/export$/, "");
-  return r.path.split(/[\\/]/).filter(Boolean).pop() || r.path;
+  const tops = runs.filter((x) => x.kind === "export" && x.parent == null).map((x) => x.path.split("/"));
+  const parts = r.path.split("/");
+  let shared = 0;
+  while (tops.every((t) => t.length > shared + 1 && t[shared] === parts[shared])) shared++;
+  return parts.slice(shared).join("/") || r.path;
 }
 
 // This latent's matches in the other served exports, where a match record links them.
