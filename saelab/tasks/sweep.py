@@ -197,7 +197,7 @@ def match_sweep(
     ]  # fmt: skip
     entry = {e.name: e for e in every}
 
-    @lru_cache(maxsize=2)  # pairs come A by A: A stays loaded while its Bs change
+    @lru_cache(maxsize=2)  # an SAE is in consecutive pairs (its chain, each other family's)
     def load(name: str) -> Checkpoint:
         return entry[name].load(model)
 
