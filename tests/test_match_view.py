@@ -187,3 +187,24 @@ def test_bad_match_files_are_one_line_and_exit_2(tmp_path, sweep, match_file, ca
         assert exit_.value.code == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and re.search(message, err), (message, err)
+
+
+def test_a_sweeps_match_summaries_stay_inside_it(tmp_path):
+    from saelab.server.runs import match_summaries
+
+    root = tmp_path / "sweep"
+    (root / "matches").mkdir(parents=True)
+    (tmp_path / "outside.json").write_text("{}")
+    good = {"a": "x/resid_post_mlp/1", "b": "<script>", "file": "matches/p.json", "mean_cosine": 1}
+    entries = [
+        good,
+        {**good, "file": "../outside.json"},
+        {**good, "file": "/etc/passwd"},
+        {**good, "a": None},
+        "not an entry",
+        {**good, "nested": {"dropped": True}},
+    ]
+    (root / "matches.json").write_text(json.dumps(entries))
+    assert match_summaries(root) == [good, good]  # the nested value dropped, text kept as text
+    (root / "matches.json").write_text("[{")
+    assert match_summaries(root) == []
