@@ -207,6 +207,10 @@ def test_score_by_hand():
     assert found["correlation"] == pytest.approx((pc @ ac) / np.sqrt((pc @ pc) * (ac @ ac)))
     assert score(e, [Window([4], [0.0])]) is None  # nothing fired: not scored
     assert score(Explanation(), windows)["precision"] == 0.0
+    # firings weighted by activation: B (3.0) predicted, 3 (1.0) not -> recall 3/4, F1 with 1/2
+    found = score(e, [Window([B, 3, B], [3.0, 1.0, 0.0])])
+    assert found["recall"] == 0.5 and found["recall_weighted"] == 0.75
+    assert found["f1_weighted"] == pytest.approx(2 * 0.5 * 0.75 / (0.5 + 0.75))
 
 
 def test_a_window_is_scored_on_its_own_tokens_read_from_its_context_start():
@@ -232,16 +236,19 @@ def context_sets(windows: list[tuple[int, int, int, list[int], list[float], floa
 def test_examples_and_held_out_windows_read_their_context_from_its_start():
     """Building examples: the context up to the selected token; held-out windows: the context
     from its start to the window's end, scored on the window's tokens after BOS."""
-    contexts = Contexts(np.array([[BOS, 5, 6, A, B, 7], [BOS, A, B, 8, 9, B]]), first=1)
+    rows = [[BOS, 5, 6, A, B, 7], [BOS, A, B, 8, 9, B], [BOS, 9, A, B, 8, 5], [BOS, 5, 6, A, B, 7]]
+    contexts = Contexts(np.array(rows), first=1)
     top = context_sets([(0, 4, 10, [6, A, B, 7], [0, 0, 2.0, 0], 2.0)])
     reservoir = context_sets([
-        (1, 2, 11, [BOS, A, B, 8], [0, 0, 1.0, 0], 1.0),  # the random example (n_random=1)
-        (0, 4, 10, [6, A, B, 7], [0, 0, 2.0, 0], 2.0),  # the top example's window: not held out
+        (2, 3, 11, [9, A, B, 8], [0, 0, 1.0, 0], 1.0),  # the random example (n_random=1)
+        (3, 4, 10, [6, A, B, 7], [0, 0, 2.0, 0], 2.0),  # the top example's window elsewhere: not
+        (0, 4, 10, [6, A, B, 7], [0, 0, 2.0, 0], 2.0),  # the top example's own window: not
+        (2, 5, 14, [B, 8, 5, -1], [0, 0, 0.3, 0], 0.3),  # a building example's context: not
         (1, 1, 12, [-1, BOS, A, B], [0, 0, 0.5, 1.0], 0.5),  # held out, at the start
         (1, 5, 13, [8, 9, B, -1], [0, 0, 0.7, 0], 0.7),  # held out
     ])  # fmt: skip
     built, held_out = split_examples(0, top, reservoir, 1, contexts)
-    assert [(e.tokens, e.act) for e in built] == [([5, 6, A, B], 2.0), ([A, B], 1.0)]
+    assert [(e.tokens, e.act) for e in built] == [([5, 6, A, B], 2.0), ([9, A, B], 1.0)]
     # the window's positions after BOS, and the context's tokens from its start to the window's end
     assert [(w.tokens, w.acts) for w in held_out] == [
         ([A, B], [0.5, 1.0]),

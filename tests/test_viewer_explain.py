@@ -54,7 +54,7 @@ def test_export_holds_explanations(export_dir):
     assert manifest["files"]["explain"] == "explain.json"
     metrics = json.loads((export_dir / "metrics.json").read_text())["metrics"]
     assert 0 < metrics["explain/n_latents"] <= 16
-    for key in ("precision", "recall", "f1"):
+    for key in ("precision", "recall", "f1", "recall_weighted", "f1_weighted"):
         assert 0 <= metrics[f"explain/{key}"] <= 1
     scored = explained(export_dir)
     f1 = [load(export_dir, f"latents/{i}.json.gz")["explanation"]["f1"] for i in scored]

@@ -118,6 +118,8 @@ const SCORES = [
   ["precision", "precision", "of the held-out tokens the explanation predicts, the fraction where the latent fires"],
   ["recall", "recall", "of the held-out tokens where the latent fires, the fraction the explanation predicts"],
   ["f1", "F1", "harmonic mean of precision and recall"],
+  ["recall_weighted", "recall (weighted)", "recall with each held-out firing counted by its activation: strong firings count more"],
+  ["f1_weighted", "F1 (weighted)", "harmonic mean of precision and weighted recall"],
   ["correlation", "correlation", "Pearson correlation of predicted and actual activations on the held-out tokens"],
 ];
 

@@ -22,6 +22,7 @@ export const METRICS = [
   ["absorption/mean_absorption_fraction", "absorption fraction", "lower is better"],
   ["absorption/mean_full_absorption", "full absorption", "lower is better"],
   ["explain/f1", "N2G explanation F1", "higher is better (export.explain=true)"],
+  ["explain/f1_weighted", "N2G explanation F1, firings weighted by activation", "higher is better (export.explain=true)"],
   ["ablation_sparsity/mean", "ablation sparsity", "lower is sparser (evals=[ablation_sparsity])"],
 ];
 const L0 = "sparsity/l0";
