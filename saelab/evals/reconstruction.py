@@ -27,8 +27,11 @@ class Reconstruction(EvalPlugin):
 
     SUMS = ("n", "nmse", "cosine", "l2_ratio", "sq_err", "sq_norm", "l0", "l1")
 
+    def context_layout(self, run: RunContext) -> dict[str, int]:
+        return {**dict.fromkeys(self.SUMS, 1), "dim_sum": run.sae.n_inputs}
+
     def setup(self, run: RunContext) -> None:
-        self.add_context_sums(*self.SUMS, dim_sum=run.sae.n_inputs)
+        self.add_context_sums(run)
 
     def update(self, batch: EvalBatch) -> None:
         x, x_hat = batch.acts.double(), batch.recons.double()
