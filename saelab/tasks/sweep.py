@@ -1,13 +1,14 @@
 """`saelab sweep`: many SAEs on the same tokens in one pass -> one results folder per SAE.
 
-The model runs once per batch for every SAE in a group (see `evaluation.BatchEvaluator`).
-SAEs load lazily, a group at a time, so the SAEs on the device stay within
-`sweep.memory_budget`; each group is one pass over the tokens. Every SAE gets the same files
-as a separate `saelab eval` run (`<family>/<location>/<layer>/metrics.json`, and with
-`export=true` its viewer export in `export/`, from the same pass) and the sweep ends with
-`sweep.csv` and `sweep.json`. With `resume=true run_name=<name>`, SAEs whose `metrics.json`
-exists are skipped and the others (unfinished ones included) are redone. With
-`sweep.match=true` the SAEs that share a place are then matched latent by latent (`match_sweep`).
+The model runs once per batch for every SAE in a group (see `evaluation.BatchEvaluator`). SAEs
+load lazily, a group at a time, so the SAEs on the device, their weights and their plugins'
+per-context state (`device_bytes`), stay within `sweep.memory_budget`; each group is one pass
+over the tokens. Every SAE gets the same files as a separate `saelab eval` run
+(`<family>/<location>/<layer>/metrics.json`, and with `export=true` its viewer export in
+`export/`, from the same pass) and the sweep ends with `sweep.csv` and `sweep.json`. With
+`resume=true run_name=<name>`, SAEs whose `metrics.json` exists are skipped and the others
+(unfinished ones included) are redone. With `sweep.match=true` the SAEs that share a place are
+then matched latent by latent (`match_sweep`).
 """
 
 from __future__ import annotations
