@@ -195,6 +195,7 @@ class EvalPlugin(Metric):
         the activations) is a sum over one context's tokens, so float32 keeps ~7 digits of
         each context's row at half the bytes; totals and influences are summed in float64."""
         layout = self.context_layout(run)
+        # scalars first: the columns of `context_sums`, then those of `context_vectors`
         self.context_names = dict(sorted(layout.items(), key=lambda item: item[1] > 1))
         self.scalar_names = [name for name, length in self.context_names.items() if length == 1]
         self.vector_names = [name for name, length in self.context_names.items() if length > 1]
