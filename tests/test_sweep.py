@@ -68,13 +68,31 @@ def test_fused_sweep_equals_separate_eval_runs(tmp_path, checkpoints):
             assert fused[key] == pytest.approx(value, rel=1e-5, abs=1e-7), (name, key)
 
 
+def device_bytes(width: int, n_latents: int = 128, n_contexts: int = 640 // 16) -> tuple[int, int]:
+    """(weights, per-context state) of an SAE of `SAES` in a sweep's pass, by hand: fp32 W_enc,
+    W_dec, both biases and two float buffers per latent, an int64 one; per context, the
+    reconstruction's index, 8 float64 sums and a float32 sum per input dimension, and the
+    downstream's index and 5 float64 sums (`evals` default to reconstruction, downstream,
+    density; density keeps nothing per context)."""
+    weights = 4 * (2 * n_latents * width + n_latents + width) + (4 + 4 + 8) * n_latents
+    return weights, n_contexts * ((8 + 8 * 8 + 4 * width) + (8 + 5 * 8))
+
+
 def test_memory_budget_splits_the_pass_and_resume_redoes_only_what_is_missing(
     tmp_path, checkpoints, capsys
 ):
     root = tmp_path / "sweep"
     args = ["sweep", *COMMON, *sweep_overrides(checkpoints), f"hydra.run.dir={root}"]
-    main([*args, "sweep.memory_budget=1"])  # every SAE alone: one pass each
-    assert capsys.readouterr().out.count("evaluated 1 SAE(s)") == len(SAES)
+    small, large = sum(device_bytes(64)), sum(device_bytes(256))
+    budget = 3 * device_bytes(64)[0]  # the weights of a, b and c, not their states
+    assert 2 * small <= budget < 3 * small and small + large > budget
+    main([*args, f"sweep.memory_budget={budget}"])  # a and b share a pass, c and d go alone
+    out = capsys.readouterr().out
+    assert out.count("evaluated 2 SAE(s)") == 1 and out.count("evaluated 1 SAE(s)") == 2
+    group_size = {name: json.loads((root / name / location / str(layer) / "metrics.json")
+                                   .read_text())["provenance"]["group_size"]
+                  for name, location, layer, *_ in SAES}  # fmt: skip
+    assert group_size == {"a": 2, "b": 2, "c": 1, "d": 1}
     first = {p: p.stat().st_mtime_ns for p in root.rglob("metrics.json")}
     unfinished = root / "c" / "resid_post_attn" / "0" / "metrics.json"
     expected = metrics(unfinished)

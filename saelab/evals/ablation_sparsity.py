@@ -68,7 +68,10 @@ class AblationSparsity(EvalPlugin):
         self.generator: torch.Generator | None = None
         self.add_sum_state("latent_sum", (run.sae.n_latents,))
         self.add_sum_state("latent_count", (run.sae.n_latents,))
-        self.add_context_sums("latent_total", "latent_pairs", "channel_total", "channel_pairs")
+        self.add_context_sums(run)
+
+    def context_layout(self, run: RunContext) -> dict[str, int]:
+        return dict.fromkeys(("latent_total", "latent_pairs", "channel_total", "channel_pairs"), 1)
 
     def update(self, batch: EvalBatch) -> None:
         device = batch.acts.device

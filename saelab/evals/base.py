@@ -177,22 +177,48 @@ class EvalPlugin(Metric):
     def add_sum_state(self, name: str, shape: tuple[int, ...] = (), dtype=torch.float64) -> None:
         self.add_state(name, default=torch.zeros(shape, dtype=dtype), dist_reduce_fx="sum")
 
-    def add_context_sums(self, *names: str, **vectors: int) -> None:
-        """Keep the partial sums `names` (scalars) and `vectors` (name -> length) per context:
-        a float64 row per context, gathered across ranks."""
-        self.context_names = {**dict.fromkeys(names, 1), **vectors}
+    def context_layout(self, run: RunContext) -> dict[str, int]:
+        """The partial sums this plugin keeps per context for `context_estimates` (name ->
+        length: 1 for a scalar, else a vector's), registered by `add_context_sums`; none here."""
+        return {}
+
+    def context_bytes(self, run: RunContext) -> int:
+        """The bytes of state each context adds (its index, the scalars in float64, the
+        vectors in float32): what `saelab sweep` counts against `sweep.memory_budget`."""
+        layout = self.context_layout(run)
+        scalars = sum(length == 1 for length in layout.values())
+        return 8 * (1 + scalars) + 4 * (sum(layout.values()) - scalars) if layout else 0
+
+    def add_context_sums(self, run: RunContext) -> None:
+        """Keep `context_layout(run)`'s sums per context, gathered across ranks: a float64 row
+        of the scalars and a float32 row of the vectors. A vector (e.g. per-dimension sums of
+        the activations) is a sum over one context's tokens, so float32 keeps ~7 digits of
+        each context's row at half the bytes; totals and influences are summed in float64."""
+        layout = self.context_layout(run)
+        # scalars first: the columns of `context_sums`, then those of `context_vectors`
+        self.context_names = dict(sorted(layout.items(), key=lambda item: item[1] > 1))
+        self.scalar_names = [name for name, length in self.context_names.items() if length == 1]
+        self.vector_names = [name for name, length in self.context_names.items() if length > 1]
         self.add_state("contexts", default=[], dist_reduce_fx="cat")
         self.add_state("context_sums", default=[], dist_reduce_fx="cat")
+        if self.vector_names:
+            self.add_state("context_vectors", default=[], dist_reduce_fx="cat")
 
     def add_to_contexts(self, batch: EvalBatch, **sums: Tensor) -> None:
         """One row per context of the batch: `sums[name]` [B] (or [B, length]) for each of
         `context_names`. Contexts without an index in the data (`batch.context` None) are
         recorded as -1."""
-        rows = torch.cat([sums[name].double().reshape(len(batch.tokens), -1)
-                          for name in self.context_names], 1)  # fmt: skip
-        ids = batch.context if batch.context is not None else torch.full((len(rows),), -1)
-        self.contexts.append(ids.to(rows.device, torch.long))
-        self.context_sums.append(rows)
+
+        def rows(names: list[str], dtype: torch.dtype) -> Tensor:
+            return torch.cat([sums[name].to(dtype).reshape(len(batch.tokens), -1)
+                              for name in names], 1)  # fmt: skip
+
+        scalars = rows(self.scalar_names, torch.float64)
+        ids = batch.context if batch.context is not None else torch.full((len(scalars),), -1)
+        self.contexts.append(ids.to(scalars.device, torch.long))
+        self.context_sums.append(scalars)
+        if self.vector_names:
+            self.context_vectors.append(rows(self.vector_names, torch.float32))
 
     def context_estimates(
         self, formulas: Callable[[dict[str, Tensor]], dict[str, Tensor]]
@@ -203,4 +229,6 @@ class EvalPlugin(Metric):
             sums = torch.zeros(0, sum(self.context_names.values()), dtype=torch.float64)
         else:
             ids, sums = dim_zero_cat(self.contexts), dim_zero_cat(self.context_sums)
+            if self.vector_names:
+                sums = torch.cat([sums, dim_zero_cat(self.context_vectors).double()], 1)
         return estimates(ids, sums, self.context_names, formulas)

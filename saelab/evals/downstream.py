@@ -34,8 +34,11 @@ class Downstream(EvalPlugin):
         "tokens inside a context included (SAELens masks special tokens)",
     }
 
+    def context_layout(self, run: RunContext) -> dict[str, int]:
+        return dict.fromkeys(("n", "ce_clean", "ce_sae", "ce_ablated", "kl"), 1)
+
     def setup(self, run: RunContext) -> None:
-        self.add_context_sums("n", "ce_clean", "ce_sae", "ce_ablated", "kl")
+        self.add_context_sums(run)
 
     def update(self, batch: EvalBatch) -> None:
         where = batch.mask[:, :-1]

@@ -19,16 +19,25 @@ class Reconstruction(EvalPlugin):
     each with its standard error over contexts.
 
     fvu's denominator is the squared deviation from the per-dimension mean over all evaluated
-    tokens (not from zero): sum |x|^2 - |sum x|^2 / n, from per-dimension sums in float64. Its
-    per-context share depends on that mean, known only at the end, so the per-dimension sums
-    are kept per context (contexts x width float64: 100 MB per SAE for 1M GPT-2 tokens in
-    64-token contexts) and fvu's standard error is exact, on any number of ranks.
+    tokens (not from zero): sum |x|^2 - |sum x|^2 / n, from per-dimension sums totalled in
+    float64. Its per-context share depends on that mean, known only at the end, so the
+    per-dimension sums are kept per context and fvu's standard error is exact, on any number of
+    ranks. Each context's row is float32 (a sum over its tokens; fvu and its SE move by about
+    2^-24 x 2 |mean|^2 / variance / sqrt(contexts), 3e-11 and 4e-10 on the tiny model): with its
+    index and 8 float64 sums, 8 + 64 + 4 x width bytes per context, 51.5 MB per SAE for 2^20
+    GPT-2 tokens in 64-token contexts at width 768 (203 MB at mlp_post_act's 3072), which
+    `saelab sweep` counts against `sweep.memory_budget`. The sums depend on the hook alone, but
+    each SAE keeps its own: a state belongs to one plugin (synchronised, reset and merged per
+    metric under DDP), and OpenAI's families have one SAE per hook.
     """
 
     SUMS = ("n", "nmse", "cosine", "l2_ratio", "sq_err", "sq_norm", "l0", "l1")
 
+    def context_layout(self, run: RunContext) -> dict[str, int]:
+        return {**dict.fromkeys(self.SUMS, 1), "dim_sum": run.sae.n_inputs}
+
     def setup(self, run: RunContext) -> None:
-        self.add_context_sums(*self.SUMS, dim_sum=run.sae.n_inputs)
+        self.add_context_sums(run)
 
     def update(self, batch: EvalBatch) -> None:
         x, x_hat = batch.acts.double(), batch.recons.double()

@@ -1,20 +1,21 @@
 """`saelab sweep`: many SAEs on the same tokens in one pass -> one results folder per SAE.
 
-The model runs once per batch for every SAE in a group (see `evaluation.BatchEvaluator`).
-SAEs load lazily, a group at a time, so the SAEs on the device stay within
-`sweep.memory_budget`; each group is one pass over the tokens. Every SAE gets the same files
-as a separate `saelab eval` run (`<family>/<location>/<layer>/metrics.json`, and with
-`export=true` its viewer export in `export/`, from the same pass) and the sweep ends with
-`sweep.csv` and `sweep.json`. With `resume=true run_name=<name>`, SAEs whose `metrics.json`
-exists are skipped and the others (unfinished ones included) are redone. With
-`sweep.match=true` the SAEs that share a place are then matched latent by latent (`match_sweep`).
+The model runs once per batch for every SAE in a group (see `evaluation.BatchEvaluator`). SAEs
+load lazily, a group at a time, so the SAEs on the device, their weights and their plugins'
+per-context state (`device_bytes`), stay within `sweep.memory_budget`; each group is one pass
+over the tokens. Every SAE gets the same files as a separate `saelab eval` run
+(`<family>/<location>/<layer>/metrics.json`, and with `export=true` its viewer export in
+`export/`, from the same pass) and the sweep ends with `sweep.csv` and `sweep.json`. With
+`resume=true run_name=<name>`, SAEs whose `metrics.json` exists are skipped and the others
+(unfinished ones included) are redone. With `sweep.match=true` the SAEs that share a place are
+then matched latent by latent (`match_sweep`).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -26,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from saelab.config import build
 from saelab.errors import UserError
 from saelab.evals import results as results_io
-from saelab.evals.base import RunContext
+from saelab.evals.base import EvalPlugin, RunContext
 from saelab.evals.evaluator import Evaluation, probe
 from saelab.formats.base import Checkpoint
 from saelab.io import write_json
@@ -94,16 +95,19 @@ def entries(cfg: DictConfig, model: ModelSource) -> list[Entry]:
 
 
 def groups(
-    todo: list[Entry], model: ModelSource, budget: float
+    todo: list[Entry],
+    model: ModelSource,
+    budget: float,
+    plugins: Iterable[EvalPlugin],
+    n_contexts: int,
 ) -> Iterator[list[tuple[Entry, Checkpoint]]]:
-    """SAEs loaded one by one and handed out in groups whose weights fit `budget` bytes (an SAE
-    larger than the budget goes alone); a group is loaded only when the last one is done."""
+    """SAEs loaded one by one and handed out in groups whose `device_bytes` fit `budget` (an
+    SAE larger than the budget goes alone); a group is loaded only when the last one is done."""
     group: list[tuple[Entry, Checkpoint]] = []
     used = 0
     for entry in todo:
         checkpoint = entry.load(model)
-        tensors = [*checkpoint.sae.parameters(), *checkpoint.sae.buffers()]
-        size = sum(t.numel() * t.element_size() for t in tensors)
+        size = device_bytes(RunContext(model, entry.place, checkpoint), plugins, n_contexts)
         if group and used + size > budget:
             yield group
             group, used = [], 0
@@ -111,6 +115,15 @@ def groups(
         used += size
     if group:
         yield group
+
+
+def device_bytes(run: RunContext, plugins: Iterable[EvalPlugin], n_contexts: int) -> int:
+    """What an SAE holds on the device during a pass: its weights, and its plugins' state per
+    context (`EvalPlugin.context_bytes`) for all `n_contexts` contexts, the number that
+    `compute` gathers on every rank under DDP too."""
+    tensors = [*run.sae.parameters(), *run.sae.buffers()]
+    weights = sum(t.numel() * t.element_size() for t in tensors)
+    return weights + n_contexts * sum(plugin.context_bytes(run) for plugin in plugins)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -133,7 +146,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     # one trainer for every group: under DDP, Lightning starts the other ranks once per process
     trainer: L.Trainer = build(cfg.trainer, logger=False)
-    for group in groups(todo, model, float(cfg.sweep.memory_budget)):
+    counted = eval_plugins(cfg).values()  # read for their state per context alone
+    for group in groups(todo, model, float(cfg.sweep.memory_budget), counted, len(data.tokens)):
         probes = [
             probe(RunContext(model, entry.place, checkpoint, data, cfg.seed), eval_plugins(cfg))
             for entry, checkpoint in group
