@@ -2,8 +2,9 @@
 `.venv/bin/python scripts/viewer_screenshots.py EXPORT_DIR [--latent N]` (needs /usr/bin/chromium).
 The latent shown by default is the one with the largest activation among latents firing on
 under 5% of tokens: specific enough to read at a glance. From an export with explanations
-(`export.explain=true`) also docs/viewer-explanation.png (the latent page of the best-scored
-explanation among those latents) and docs/viewer-list-f1.png (the latent list sorted by F1)."""
+(`export.explain=true`) also docs/viewer-explanation.png (the latent page of `--explained`, by
+default the best-scored explanation among those latents) and docs/viewer-list-f1.png (the latent
+list sorted by F1)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("export", type=Path)
     parser.add_argument("--latent", type=int)
+    parser.add_argument("--explained", type=int, help="the explained latent to show")
     args = parser.parse_args()
     table = json.loads((args.export / "latents.json").read_text())
     latent = args.latent
@@ -50,17 +52,18 @@ def main() -> None:
         page.wait_for_selector(".prompt-table")
         page.screenshot(path=ROOT / "docs" / "viewer-prompt.png", full_page=True)
         if "explain_f1" in table:
-            explanation_shots(page, server.url, table)
+            explanation_shots(page, server.url, table, args.explained)
         browser.close()
     server.shutdown()
     print(f"docs/viewer-latent.png (latent {latent}), docs/viewer-prompt.png")
 
 
-def explanation_shots(page, url: str, table: dict) -> None:
-    """The best-scored explanation's latent page, and the list sorted by F1."""
+def explanation_shots(page, url: str, table: dict, best: int | None) -> None:
+    """The latent page of `best` (default: the best-scored explanation), and the list sorted
+    by F1."""
     f1 = table["explain_f1"]
     scored = [i for i, v in enumerate(f1) if v is not None and 0 < table["density"][i] < 0.05]
-    best = max(scored, key=lambda i: (f1[i], -i))
+    best = max(scored, key=lambda i: (f1[i], -i)) if best is None else best
     page.goto(f"{url}#/r/0/l/{best}")
     page.wait_for_selector(f'body[data-ready="#/r/0/l/{best}"]')
     page.screenshot(path=ROOT / "docs" / "viewer-explanation.png", full_page=True)
