@@ -144,8 +144,10 @@ def main() -> None:
         },
         "runs": runs,
     }
-    print(f"{'plugins':<24}{'fused':>8}{'loop':>8}{'multirun':>10}{'limit':>8}{'speedup':>9}"
-          f"{'loop/limit':>11}   (seconds)")
+    print(
+        f"{'plugins':<24}{'fused':>8}{'loop':>8}{'multirun':>10}{'limit':>8}{'speedup':>9}"
+        f"{'loop/limit':>11}   (seconds)"
+    )
     for name, r in runs.items():
         print(
             f"{name:<24}{r['fused_s']:>8.1f}{r['fused_loop_s']:>8.1f}{r['multirun_s']:>10.1f}"

@@ -138,9 +138,7 @@ def main() -> None:
             "repeats": args.repeats,
             "warmup": args.warmup,
         },
-        "recipes_tokens_per_s": {
-            name: N / seconds[name] for name in ("sparse", *recipes(n, k))
-        },
+        "recipes_tokens_per_s": {name: N / seconds[name] for name in ("sparse", *recipes(n, k))},
         "recipes_over_topk": {
             name: seconds["sparse"] / seconds[name] for name in ("sparse", *recipes(n, k))
         },

@@ -73,4 +73,3 @@ def test_one_clean_forward_and_one_ablation_per_hook(tiny_model):
         handle.remove()
     # the clean pass, then the splice and ablation at the layer-0 hook (resid_post_attn)
     assert len(calls) == 3
-

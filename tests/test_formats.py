@@ -125,9 +125,18 @@ def write_sparsify(directory: Path, d: int = D, n: int = N, **cfg_extra) -> Path
         "b_dec": randn(d, scale=0.5),
     }
     save_file(tensors, str(directory / "sae.safetensors"))
-    cfg = {"activation": "topk", "expansion_factor": n // d, "normalize_decoder": True,
-           "num_latents": n, "k": K, "multi_topk": False, "skip_connection": False,
-           "transcode": False, "d_in": d, **cfg_extra}
+    cfg = {
+        "activation": "topk",
+        "expansion_factor": n // d,
+        "normalize_decoder": True,
+        "num_latents": n,
+        "k": K,
+        "multi_topk": False,
+        "skip_connection": False,
+        "transcode": False,
+        "d_in": d,
+        **cfg_extra,
+    }
     (directory / "cfg.json").write_text(json.dumps(cfg))
     return directory
 
@@ -192,8 +201,12 @@ SAELENS_CASES = [
     dict(architecture="topk", normalize="layer_norm"),
     dict(architecture="jumprelu", normalize="expected_average_only_in", scaling_factor=0.37),
     dict(architecture="topk", apply_b_dec=False),
-    dict(architecture="jumprelu", apply_b_dec=False, normalize="expected_average_only_in",
-         scaling_factor=2.5),
+    dict(
+        architecture="jumprelu",
+        apply_b_dec=False,
+        normalize="expected_average_only_in",
+        scaling_factor=2.5,
+    ),
     dict(architecture="standard", legacy=True),
     dict(architecture="standard", activation_fn_str="topk", activation_fn_kwargs={"k": K}),
 ]
@@ -237,9 +250,14 @@ def test_sparsify_matches_its_formulas(tmp_path):
 
 @pytest.mark.parametrize(
     ("hookpoint", "hook"),
-    [("h.3", "blocks.3.hook_resid_post"), ("h.3.attn", "blocks.3.hook_attn_out"),
-     ("h.3.mlp", "blocks.3.hook_mlp_out"), ("h.3.mlp.act", "blocks.3.mlp.hook_post"),
-     ("transformer.h.0.mlp", "blocks.0.hook_mlp_out"), ("embed_tokens", None)],
+    [
+        ("h.3", "blocks.3.hook_resid_post"),
+        ("h.3.attn", "blocks.3.hook_attn_out"),
+        ("h.3.mlp", "blocks.3.hook_mlp_out"),
+        ("h.3.mlp.act", "blocks.3.mlp.hook_post"),
+        ("transformer.h.0.mlp", "blocks.0.hook_mlp_out"),
+        ("embed_tokens", None),
+    ],
 )
 def test_sparsify_hookpoints_name_their_hook(hookpoint, hook):
     from saelab.formats.sparsify import hook_of
@@ -269,8 +287,9 @@ def test_gemmascope_matches_its_formulas(tmp_path, as_directory):
 
 @pytest.mark.parametrize("variant", ["relu_without_activation_key", "topk", "topk_keys"])
 def test_openai_files_detected_and_loaded(tmp_path, variant):
-    sd = openai_state_dict(N, D, k=None if variant.startswith("relu") else K,
-                           activation_keys=variant.endswith("keys"))
+    sd = openai_state_dict(
+        N, D, k=None if variant.startswith("relu") else K, activation_keys=variant.endswith("keys")
+    )
     if variant.startswith("relu"):
         del sd["activation"], sd["activation_state_dict"]
     torch.save(sd, tmp_path / "sae.pt")
@@ -287,8 +306,11 @@ def sources(tmp_path: Path) -> dict[str, Path]:
     return {
         "openai_topk": write_openai_checkpoint(tmp_path / "o.pt", N, D, k=K),
         "saelens_jumprelu_scaled": write_saelens(
-            tmp_path / "sl", "jumprelu", normalize="expected_average_only_in",
-            scaling_factor=0.5, apply_b_dec=False,
+            tmp_path / "sl",
+            "jumprelu",
+            normalize="expected_average_only_in",
+            scaling_factor=0.5,
+            apply_b_dec=False,
         ),
         "saelens_topk_ln": write_saelens(tmp_path / "sl2", "topk", normalize="layer_norm"),
         "sparsify": write_sparsify(tmp_path / "sp" / "h.1"),
@@ -349,8 +371,11 @@ def test_hugging_face_repo_through_snapshot_download(tmp_path, monkeypatch):
         return str(snapshot)
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
-    loaded = checkpoints.load(repo_id="someone/gpt2-saes", subfolder="blocks.1.hook_resid_post",
-                              cache_dir=str(tmp_path / "cache"))
+    loaded = checkpoints.load(
+        repo_id="someone/gpt2-saes",
+        subfolder="blocks.1.hook_resid_post",
+        cache_dir=str(tmp_path / "cache"),
+    )
     assert loaded.format == "saelens" and loaded.hook == "blocks.1.hook_resid_post"
     assert loaded.source == "hf://someone/gpt2-saes/blocks.1.hook_resid_post"
     ((repo, kwargs),) = calls
@@ -365,8 +390,9 @@ def test_hugging_face_offline_is_one_clear_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(checkpoints.UserError) as error:
-        checkpoints.load(repo_id="someone/gpt2-saes", subfolder="x",
-                         cache_dir=str(tmp_path / "cache"))
+        checkpoints.load(
+            repo_id="someone/gpt2-saes", subfolder="x", cache_dir=str(tmp_path / "cache")
+        )
     message = str(error.value)
     assert "could not download someone/gpt2-saes from the Hugging Face hub" in message
     assert "offline?" in message and "\n" not in message
@@ -380,8 +406,16 @@ COMMON = ["model=random_gpt2", *TINY_OVERRIDES, *DATA, "logger=none"]
 def test_eval_takes_the_hook_from_the_checkpoint(tmp_path, monkeypatch):
     directory = write_saelens(tmp_path / "sl", "jumprelu", d=64, hook="blocks.0.hook_resid_pre")
     monkeypatch.chdir(tmp_path)
-    main(["eval", *COMMON, "sae=auto", f"sae.path={directory}", "evals=[reconstruction]",
-          f"hydra.run.dir={tmp_path / 'run'}"])
+    main(
+        [
+            "eval",
+            *COMMON,
+            "sae=auto",
+            f"sae.path={directory}",
+            "evals=[reconstruction]",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ]
+    )
     provenance = json.loads((tmp_path / "run" / "metrics.json").read_text())["provenance"]
     assert provenance["hook"] == "blocks.0.hook_resid_pre"
     assert (provenance["location"], provenance["layer"]) == ("resid_pre", 0)
@@ -390,28 +424,46 @@ def test_eval_takes_the_hook_from_the_checkpoint(tmp_path, monkeypatch):
 
 def test_sweep_mixing_four_formats_gives_one_summary(tmp_path):
     saes = {
-        "openai": (write_openai_checkpoint(tmp_path / "o.pt", 128, 64, k=8), "openai",
-                   ["location=resid_post_mlp", "layer=1"]),
+        "openai": (
+            write_openai_checkpoint(tmp_path / "o.pt", 128, 64, k=8),
+            "openai",
+            ["location=resid_post_mlp", "layer=1"],
+        ),
         # SAELens records its hook: no location or layer given
-        "saelens": (write_saelens(tmp_path / "sl", "jumprelu", d=64, n=128,
-                                  hook="blocks.0.hook_resid_pre"), "saelens", []),
+        "saelens": (
+            write_saelens(tmp_path / "sl", "jumprelu", d=64, n=128, hook="blocks.0.hook_resid_pre"),
+            "saelens",
+            [],
+        ),
         # one hook of a multi-hook sparsify run, its hook from the subfolder's name
-        "sparsify": (write_sparsify(tmp_path / "sp" / "h.1.mlp", d=64, n=128).parent,
-                     "sparsify", ["subfolder=h.1.mlp"]),
-        "gemmascope": (write_gemmascope(tmp_path / "gs" / "params.npz", d=64, n=128),
-                       "gemmascope", ["location=resid_post_attn", "layer=0"]),
+        "sparsify": (
+            write_sparsify(tmp_path / "sp" / "h.1.mlp", d=64, n=128).parent,
+            "sparsify",
+            ["subfolder=h.1.mlp"],
+        ),
+        "gemmascope": (
+            write_gemmascope(tmp_path / "gs" / "params.npz", d=64, n=128),
+            "gemmascope",
+            ["location=resid_post_attn", "layer=0"],
+        ),
     }
     overrides = ["sae=none"]
     for name, (path, fmt, extra) in saes.items():
         entry = f"+sweep.saes.{name}"
-        overrides += [f"{entry}._target_=saelab.sae.checkpoints.Files", f"{entry}.path={path}",
-                      f"{entry}.format={fmt}", *(f"{entry}.{e}" for e in extra)]
+        overrides += [
+            f"{entry}._target_=saelab.sae.checkpoints.Files",
+            f"{entry}.path={path}",
+            f"{entry}.format={fmt}",
+            *(f"{entry}.{e}" for e in extra),
+        ]
     root = tmp_path / "sweep"
     main(["sweep", *COMMON, *overrides, f"hydra.run.dir={root}"])
     rows = {row["run"]: row for row in json.loads((root / "sweep.json").read_text())}
     assert sorted(rows) == [
-        "gemmascope/resid_post_attn/0", "openai/resid_post_mlp/1",
-        "saelens/resid_pre/0", "sparsify/resid_delta_mlp/1",
+        "gemmascope/resid_post_attn/0",
+        "openai/resid_post_mlp/1",
+        "saelens/resid_pre/0",
+        "sparsify/resid_delta_mlp/1",
     ]
     for row in rows.values():
         assert row["reconstruction/nmse"] >= 0 and row["downstream/kl"] >= 0
@@ -471,28 +523,42 @@ def bad_format_inputs(tmp: Path) -> list[tuple[list[str], str]]:
         (sae(truncated), "truncated or corrupt"),
         (sae(bad_json), "cfg.json is not valid JSON"),
         (sae(write_saelens(tmp / "gated", "gated", d=64)), "architecture 'gated' is not supported"),
-        (sae(write_saelens(tmp / "cnr", d=64, normalize="constant_norm_rescale")),
-         "normalize_activations 'constant_norm_rescale' unsupported"),
-        (sae(write_saelens(tmp / "ea", d=64, normalize="expected_average_only_in")),
-         "expected_average_only_in needs its scaling factor"),
-        (sae(write_saelens(tmp / "jr", "jumprelu", d=64, threshold=False)),
-         "a jumprelu SAE needs its threshold"),
-        (sae(write_saelens(tmp / "k", "topk", d=64, k=0)),
-         "k=0 must be an integer from 1 to n_latents=48"),
+        (
+            sae(write_saelens(tmp / "cnr", d=64, normalize="constant_norm_rescale")),
+            "normalize_activations 'constant_norm_rescale' unsupported",
+        ),
+        (
+            sae(write_saelens(tmp / "ea", d=64, normalize="expected_average_only_in")),
+            "expected_average_only_in needs its scaling factor",
+        ),
+        (
+            sae(write_saelens(tmp / "jr", "jumprelu", d=64, threshold=False)),
+            "a jumprelu SAE needs its threshold",
+        ),
+        (
+            sae(write_saelens(tmp / "k", "topk", d=64, k=0)),
+            "k=0 must be an integer from 1 to n_latents=48",
+        ),
         (sae(write_saelens(tmp / "dz", d=64, d_in="64")), "d_in must be an integer"),
         (sae(saelens, "auto", "layer=0"), "trained at blocks.1.hook_resid_post .* layer=0 was"),
         (sae(saelens, "auto", "location=resid_pre"), "trained at blocks.1.hook_resid_post"),
-        (sae(write_saelens(tmp / "gpt2", d=64, model="gpt2-small")),
-         "trained on 'gpt2-small' but the model is 'random_gpt2\\(seed=0\\)'.*check_model=false"),
-        (sae(write_saelens(tmp / "z", d=64, hook="blocks.1.attn.hook_z")),
-         "hook 'blocks.1.attn.hook_z', which saelab does not know"),
+        (
+            sae(write_saelens(tmp / "gpt2", d=64, model="gpt2-small")),
+            "trained on 'gpt2-small' but the model is 'random_gpt2\\(seed=0\\)'.*check_model=false",
+        ),
+        (
+            sae(write_saelens(tmp / "z", d=64, hook="blocks.1.attn.hook_z")),
+            "hook 'blocks.1.attn.hook_z', which saelab does not know",
+        ),
         (sae(write_saelens(tmp / "narrow", d=32)), "reads 32-wide inputs but blocks.1"),
         (sae(sparsify_run), "SAE per hook: choose one with sae.subfolder= \\(h.0, h.1"),
         (sae(sparsify_run, "auto", "sae.subfolder=h.7"), "not found: .*h.7"),
         (sae(write_sparsify(tmp / "gm", d=64, activation="groupmax")), "activation 'groupmax'"),
         (sae(write_sparsify(tmp / "tc", d=64, transcode=True)), "transcode=true is not an SAE"),
-        (sae(write_gemmascope(tmp / "nt" / "params.npz", d=64, drop="threshold")),
-         "threshold is missing"),
+        (
+            sae(write_gemmascope(tmp / "nt" / "params.npz", d=64, drop="threshold")),
+            "threshold is missing",
+        ),
         (["sae=auto"], "needs a checkpoint: add sae.path="),
         (["sae=auto", "sae.format=safetensors", f"sae.path={saelens}"], "unknown SAE format"),
     ]
@@ -516,16 +582,19 @@ def test_bad_convert_inputs_exit_2_with_one_clear_line(monkeypatch, tmp_path, ca
 
     gemma = write_gemmascope(tmp_path / "gs" / "params.npz")
     relu_ln = tmp_path / "relu_ln"
-    formats.save(formats.read(write_saelens(tmp_path / "sl", normalize="layer_norm")).sae,
-                 relu_ln, "saelab")
+    formats.save(
+        formats.read(write_saelens(tmp_path / "sl", normalize="layer_norm")).sae, relu_ln, "saelab"
+    )
     cases = [
         ([str(gemma), str(tmp_path / "o.pt"), "--to", "openai"], "cannot express this JumpReLU"),
         ([str(relu_ln), str(tmp_path / "o.pt"), "--to", "openai"], "this reads layer-normed"),
         ([str(gemma), str(tmp_path / "x"), "--to", "gemmascope"], "convert: argument --to"),
         ([str(gemma), str(tmp_path / "x")], "convert: the following arguments are required: --to"),
         ([str(tmp_path / "none.pt"), str(tmp_path / "x"), "--to", "saelab"], "not found"),
-        ([str(gemma), str(tmp_path / "x"), "--to", "saelab", "--from", "saelens"],
-         "it looks like Gemma Scope's"),
+        (
+            [str(gemma), str(tmp_path / "x"), "--to", "saelab", "--from", "saelens"],
+            "it looks like Gemma Scope's",
+        ),
         ([str(gemma), str(gemma), "--to", "saelab"], "params.npz exists; give a new path"),
         ([str(gemma), "/proc/saelab_out", "--to", "saelab"], "cannot write /proc/saelab_out"),
     ]

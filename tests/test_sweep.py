@@ -57,11 +57,19 @@ def test_fused_sweep_equals_separate_eval_runs(tmp_path, checkpoints):
     for name, location, layer, _, _ in SAES:
         alone = tmp_path / f"eval-{name}"
         main(
-            ["eval", *COMMON, "sae=file", f"sae.path={checkpoints[name]}",
-             f"location={location}", f"layer={layer}", f"hydra.run.dir={alone}"]
+            [
+                "eval",
+                *COMMON,
+                "sae=file",
+                f"sae.path={checkpoints[name]}",
+                f"location={location}",
+                f"layer={layer}",
+                f"hydra.run.dir={alone}",
+            ]
         )
-        fused, separate = metrics(root / name / location / str(layer) / "metrics.json"), metrics(
-            alone / "metrics.json"
+        fused, separate = (
+            metrics(root / name / location / str(layer) / "metrics.json"),
+            metrics(alone / "metrics.json"),
         )
         assert fused.keys() == separate.keys()
         for key, value in separate.items():
@@ -114,17 +122,34 @@ def test_memory_budget_splits_the_pass_and_resume_redoes_only_what_is_missing(
 
 def test_family_expands_over_layers_and_locations(tmp_path):
     root = tmp_path / "zoo"
-    main(["sweep", "experiment=tiny_all", "logger=none", "data.n_tokens=4096",
-          "evals=[reconstruction]", "location=resid_post_mlp", "layer=[1,2]",
-          f"hydra.run.dir={root}"])
+    main(
+        [
+            "sweep",
+            "experiment=tiny_all",
+            "logger=none",
+            "data.n_tokens=4096",
+            "evals=[reconstruction]",
+            "location=resid_post_mlp",
+            "layer=[1,2]",
+            f"hydra.run.dir={root}",
+        ]
+    )
     runs = sorted(row["run"] for row in json.loads((root / "sweep.json").read_text()))
     # the TopK family at the two layers asked for, and the named ReLU SAE
     assert runs == ["relu_l1/resid_post_mlp/2", "topk/resid_post_mlp/1", "topk/resid_post_mlp/2"]
 
 
 def test_eval_resume_skips_a_complete_run(tmp_path, checkpoints, capsys):
-    run = ["eval", *COMMON, "sae=file", f"sae.path={checkpoints['a']}", "layer=1",
-           "location=resid_post_mlp", "evals=[reconstruction]", f"hydra.run.dir={tmp_path}"]
+    run = [
+        "eval",
+        *COMMON,
+        "sae=file",
+        f"sae.path={checkpoints['a']}",
+        "layer=1",
+        "location=resid_post_mlp",
+        "evals=[reconstruction]",
+        f"hydra.run.dir={tmp_path}",
+    ]
     main(run)
     mtime = (tmp_path / "metrics.json").stat().st_mtime_ns
     main([*run, "resume=true"])
@@ -141,14 +166,24 @@ def test_joblib_multirun_and_its_summary(tmp_path, checkpoints):
     from tests.test_cli import saelab
 
     result = saelab(
-        "eval", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *COMMON,
-        "sae=file", f"sae.path={checkpoints['a']}", "layer=0,1", "location=resid_post_mlp",
-        "evals=[reconstruction]", "run_name=joblib", cwd=tmp_path,
+        "eval",
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        *COMMON,
+        "sae=file",
+        f"sae.path={checkpoints['a']}",
+        "layer=0,1",
+        "location=resid_post_mlp",
+        "evals=[reconstruction]",
+        "run_name=joblib",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     rows = json.loads((tmp_path / "logs/eval/multiruns/joblib/sweep.json").read_text())
     assert sorted(row["hook"] for row in rows) == [
-        "blocks.0.hook_resid_post", "blocks.1.hook_resid_post"
+        "blocks.0.hook_resid_post",
+        "blocks.1.hook_resid_post",
     ]
 
 
@@ -159,7 +194,8 @@ def test_slurm_launcher_config_composes():
 
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose(
-            "eval", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+            "eval",
+            overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
             return_hydra_config=True,
         )
     launcher = cfg.hydra.launcher

@@ -51,7 +51,6 @@ class Density(EvalPlugin):
         atomic_write(png, lambda f: plot_histogram(frequencies, f))
         return [npy, png]
 
-
     def media(self, results: dict[str, float | Tensor]) -> dict[str, Any]:
         histogram = wandb_histogram(results["density/frequencies"])
         return {"density/log10_frequency": histogram} if histogram is not None else {}

@@ -130,9 +130,7 @@ def context_influences(results: dict[str, Any]) -> dict[str, Tensor] | None:
     return out
 
 
-def log_to(
-    logger: Any, results: dict[str, Any], provenance: dict[str, Any], plugins: Any
-) -> None:
+def log_to(logger: Any, results: dict[str, Any], provenance: dict[str, Any], plugins: Any) -> None:
     """Summary metrics, provenance and the plugins' media to W&B (others got `log_dict`)."""
     from lightning.pytorch.loggers import WandbLogger
 

@@ -49,9 +49,10 @@ class ExportSettings:
             raise UserError(
                 f"export.format must be one of {', '.join(EXPORT_FORMATS)}, not {self.format!r}"
             )
-        if min(self.n_top, self.n_intervals, self.per_interval, self.n_random) < 1 or min(
-            self.window
-        ) < 0:
+        if (
+            min(self.n_top, self.n_intervals, self.per_interval, self.n_random) < 1
+            or min(self.window) < 0
+        ):
             raise UserError("export sizes must be positive and the window's sides non-negative")
         if self.dedup is not None and self.dedup < 0:
             raise UserError(f"export.dedup must be null or a non-negative count, not {self.dedup}")

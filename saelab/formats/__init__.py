@@ -50,8 +50,10 @@ def read(path: Path, format: str = "auto") -> Checkpoint:
         raise UserError(f"unknown SAE format {format!r}; one of auto, {', '.join(FORMATS)}")
     elif not FORMATS[format].looks_like(path):
         other = detect(path)
-        why = f"it looks like {FORMATS[other].NAME}'s: use sae={other}" if other else (
-            "its files are missing or misnamed"
+        why = (
+            f"it looks like {FORMATS[other].NAME}'s: use sae={other}"
+            if other
+            else ("its files are missing or misnamed")
         )
         raise UserError(f"{path} is not in {FORMATS[format].NAME}'s format; {why}")
     checkpoint = FORMATS[format].load(path)

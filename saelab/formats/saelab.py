@@ -40,8 +40,11 @@ def weights_file(path: Path) -> Path:
 def looks_like(path: Path) -> bool:
     weights = weights_file(path)
     config = weights.with_suffix(".json")
-    return weights.suffix == ".safetensors" and weights.is_file() and config.is_file() and (
-        read_json(config).get("format") in READS
+    return (
+        weights.suffix == ".safetensors"
+        and weights.is_file()
+        and config.is_file()
+        and (read_json(config).get("format") in READS)
     )
 
 

@@ -49,9 +49,7 @@ def looks_like(path: Path) -> bool:
     return named and (directory / CONFIG).is_file() and (directory / WEIGHTS).is_file()
 
 
-def activation(
-    config: dict[str, Any], has_threshold: bool, path: Path
-) -> tuple[int | None, bool]:
+def activation(config: dict[str, Any], has_threshold: bool, path: Path) -> tuple[int | None, bool]:
     """(k, jumprelu) of an architecture."""
     arch = config.get("architecture", "standard")
     if arch not in ARCHITECTURES:

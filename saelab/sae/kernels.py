@@ -119,9 +119,7 @@ class EncodeAt(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None
 
 
-def topk_at(
-    x: Tensor, W_enc: Tensor, b_enc: Tensor, pre: Tensor, k: int
-) -> tuple[Tensor, Tensor]:
+def topk_at(x: Tensor, W_enc: Tensor, b_enc: Tensor, pre: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """TopK latents: (indices [N, k], relu'd values [N, k]) of the k largest of `pre`, the
     dense [N, n] pre-activations `x @ W_enc.T + b_enc` computed without grad (choosing the
     latents needs them all). Gradients reach x, W_enc and b_enc through the chosen k alone."""

@@ -94,10 +94,14 @@ RECIPE_RULES: list[Rule] = [
     ("recipe.l0_coef", NON_NEGATIVE, "0.001"),
     ("recipe.bandwidth", POSITIVE, "0.05"),
     ("recipe.init_threshold", POSITIVE, "0.01"),
-    ("recipe.target_l0", ("null or a positive number", lambda v: v is None or POSITIVE[1](v)),
-     "32"),
+    (
+        "recipe.target_l0",
+        ("null or a positive number", lambda v: v is None or POSITIVE[1](v)),
+        "32",
+    ),
     ("recipe.pre_act_coef", NON_NEGATIVE, "0"),
 ]
+
 
 def check_fits(n_bytes: float, what: str) -> None:
     """Memory that a setting implies, checked against the machine's before it is allocated."""
