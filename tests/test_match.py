@@ -1,5 +1,6 @@
 """`saelab match`: a permuted copy is recovered exactly; a split latent is counted; the chunked
-products equal the whole product computed here with numpy."""
+products equal the whole product computed here with numpy; activation correlations equal
+numpy's."""
 
 import json
 
@@ -10,7 +11,7 @@ import torch
 from saelab.cli import main
 from saelab.formats import save
 from saelab.sae.autoencoder import Autoencoder
-from saelab.sae.match import match
+from saelab.sae.match import correlations, match
 
 N, D = 96, 64
 
@@ -74,3 +75,21 @@ def test_different_widths_are_one_line(tmp_path, capsys):
         main(["match", str(tmp_path / "a"), str(tmp_path / "b")])
     assert exit_.value.code == 2
     assert "different widths" in capsys.readouterr().err
+
+
+def test_activation_correlations_equal_numpys_and_a_silent_latent_has_none():
+    a = Autoencoder.random(N, D, k=8, seed=1)
+    b = Autoencoder.random(N, D, k=8, seed=2)
+    with torch.no_grad():
+        a.W_enc[5] = 0  # pre-activation 0 on every token: never fires
+    best = torch.randint(0, N, (N,), generator=torch.Generator().manual_seed(3))
+    x = torch.randn(300, D, generator=torch.Generator().manual_seed(4))
+    got = correlations(a, b, best, x.split(64))  # five batches, the last one short
+    with torch.no_grad():
+        za, zb = a.encode(x)[0].numpy(), b.encode(x)[0].numpy()[:, best.numpy()]
+    for i in range(N):
+        if za[:, i].std() == 0 or zb[:, i].std() == 0:
+            assert np.isnan(got[i]), i
+        else:
+            assert got[i] == pytest.approx(np.corrcoef(za[:, i], zb[:, i])[0, 1], abs=1e-5), i
+    assert np.isnan(got[5]) and (~got.isnan()).sum() > N // 2

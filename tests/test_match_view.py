@@ -81,10 +81,10 @@ def test_the_match_table_lists_the_pair_matched_exactly(page, server, sweep):
     assert rows.count() == 1
     row = rows.first
     assert row.get_attribute("data-a") == RUN_A and row.get_attribute("data-b") == RUN_B
-    keys = ("matched_above_0.7", "matched_above_0.9", "split_fraction", "mean_cosine")
+    keys = ("matched_above_0.7", "matched_above_0.9", "split_fraction", "mean_cosine",
+            "mean_correlation")  # fmt: skip
     values = {key: row.locator(f'td[data-key="{key}"]').inner_text() for key in keys}
-    assert values == {"matched_above_0.7": "1", "matched_above_0.9": "1",
-                      "split_fraction": "0", "mean_cosine": "1"}  # fmt: skip
+    assert values == dict.fromkeys(keys, "1") | {"split_fraction": "0"}
     assert "matched L0" in row.inner_text()  # two families (names), the same L0
     # A's name links to its feature pages; the pair's per-latent file is served
     row.locator("a.features").first.click()
@@ -92,6 +92,17 @@ def test_the_match_table_lists_the_pair_matched_exactly(page, server, sweep):
     record = json.loads(urllib.request.urlopen(
         server.url + "data/0/matches/resid_post_mlp/1/a__b.json").read())  # fmt: skip
     assert record["best"] == INVERSE
+
+
+def test_a_permuted_copy_fires_with_its_matches_correlation_one(sweep):
+    """The copy's matched latent fires on the very tokens, as much: correlation 1 wherever the
+    latent fires in the correlated tokens (the sweep's 40 contexts less their first position)."""
+    (summary,) = json.loads((sweep / "matches.json").read_text())
+    record = json.loads((sweep / summary["file"]).read_text())
+    assert record["correlation_tokens"] == 40 * 15
+    fired = [c for c in record["correlation"] if c is not None]
+    assert len(fired) > N // 2 and fired == pytest.approx([1.0] * len(fired), abs=1e-5)
+    assert summary["mean_correlation"] == pytest.approx(1.0, abs=1e-5)
 
 
 @pytest.mark.parametrize("latent", [3, 40])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +81,27 @@ def match(
     return Match(torch.cat(best), torch.cat(cosine), torch.cat(above), split_threshold)
 
 
+@torch.no_grad()
+def correlations(a: Autoencoder, b: Autoencoder, best: Tensor, inputs: Iterable[Tensor]) -> Tensor:
+    """Over the tokens of `inputs` (batches [tokens, d] of the place's activations), the Pearson
+    correlation of each latent of `a` with its match `best[i]` in `b`: whether the two fire on
+    the same tokens, which similar decoder directions alone do not say. NaN where either latent
+    is constant there (silent throughout). Sums in float64, a batch at a time."""
+    sums, n = None, 0
+    for x in inputs:
+        za = a.encode(x.float())[0].double()
+        zb = b.encode(x.float())[0][:, best.to(x.device)].double()
+        part = torch.stack([za.sum(0), zb.sum(0), za.pow(2).sum(0), zb.pow(2).sum(0),
+                            (za * zb).sum(0)])  # fmt: skip
+        sums, n = (part if sums is None else sums + part), n + len(x)
+    if sums is None:
+        return torch.full((len(best),), math.nan)
+    sa, sb, saa, sbb, sab = sums.cpu()
+    var = (saa - sa * sa / n) * (sbb - sb * sb / n)
+    out = (sab - sa * sb / n) / var.clamp_min(1e-300).sqrt()
+    return torch.where(var > 0, out, torch.full_like(out, math.nan)).float()
+
+
 def about(checkpoint: Checkpoint, **more: Any) -> dict[str, Any]:
     """One side of a match record: where the SAE came from and its weights' hash (what a viewer
     finds its export by), its width, and `more` (a sweep adds its run folder)."""
@@ -92,11 +113,19 @@ def about(checkpoint: Checkpoint, **more: Any) -> dict[str, Any]:
     }
 
 
-def record(found: Match, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+def record(
+    found: Match,
+    a: dict[str, Any],
+    b: dict[str, Any],
+    correlation: Tensor | None = None,
+    n_tokens: int = 0,
+) -> dict[str, Any]:
     """The JSON of a match (`saelab match --out`, a sweep's `matches/` files): both sides (see
     `about`), the summary, and per latent of A its best latent of B, that cosine and how many
-    of B's latents lie above the split threshold."""
-    return {
+    of B's latents lie above the split threshold; with `correlation` (see `correlations`, on
+    `n_tokens` tokens) also each latent's activation correlation with its match (null where
+    undefined) and their mean over the latents where it is defined."""
+    out = {
         "a": a,
         "b": b,
         **found.summary(),
@@ -104,6 +133,14 @@ def record(found: Match, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]
         "cosine": [round(v, 6) for v in found.cosine.tolist()],
         "matches_above_threshold": found.above.tolist(),
     }
+    if correlation is not None:
+        defined = correlation[~correlation.isnan()]
+        out.update({
+            "correlation_tokens": n_tokens,
+            "mean_correlation": float(defined.double().mean()) if len(defined) else None,
+            "correlation": [None if math.isnan(v) else round(v, 6) for v in correlation.tolist()],
+        })  # fmt: skip
+    return out
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,8 @@ def check_sweep(cfg: DictConfig) -> None:
     check_fits(cfg.data.n_tokens * TOKEN_BYTES, f"data.n_tokens={cfg.data.n_tokens}")
     budget = ("a positive number of bytes", _positive_number)
     boolean = ("true or false", lambda v: isinstance(v, bool))
-    apply(cfg, [("sweep.memory_budget", budget, "4e9"), ("sweep.match", boolean, "true")])
+    apply(cfg, [("sweep.memory_budget", budget, "4e9"), ("sweep.match", boolean, "true"),
+                ("sweep.match_tokens", NON_NEGATIVE_INT, "16384")])  # fmt: skip
     if cfg.sweep.match and "reconstruction" not in (cfg.evals or {}):
         raise UserError(
             "sweep.match=true pairs SAEs by the L0 the reconstruction plugin measures: keep it "

@@ -23,6 +23,7 @@ from typing import Any
 
 import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import Tensor
 
 from saelab.config import build
 from saelab.errors import UserError
@@ -32,7 +33,7 @@ from saelab.evals.evaluator import Evaluation, probe
 from saelab.formats.base import Checkpoint
 from saelab.io import write_json
 from saelab.sae.checkpoints import Source, places
-from saelab.sae.match import Candidate, about, match, pairs, record
+from saelab.sae.match import Candidate, about, correlations, match, pairs, record
 from saelab.sources.models import ModelSource
 from saelab.sources.places import Place
 from saelab.sources.precision import run_device
@@ -183,7 +184,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         print(f"evaluated {len(group)} SAE(s) in {seconds:.0f} s")
     rows = results_io.write_summary(out_dir)
     if cfg.sweep.match and trainer.is_global_zero:
-        found = match_sweep(out_dir, every, model, run_device(str(cfg.trainer.accelerator)))
+        device = run_device(str(cfg.trainer.accelerator))
+        inputs = PlaceInputs(model.to(device), data, int(cfg.sweep.match_tokens), device)
+        found = match_sweep(out_dir, every, model, device, inputs)
         print(f"{len(found)} pairs of SAEs matched: {out_dir / MATCHES_FILE}")
     close_loggers()
     print(f"{len(rows)} SAEs: {out_dir / 'sweep.csv'}")
@@ -194,14 +197,46 @@ MATCHES_FILE = "matches.json"  # the pairs' summaries; each pair's matches in ma
 SUMMARY = ("matched_above_0.7", "matched_above_0.9", "split_fraction", "mean_cosine")
 
 
+class PlaceInputs:
+    """A place's activations on the sweep's first `n_tokens` evaluated tokens (its first
+    contexts; a context's first position left out where the metrics leave it out), [tokens, d]
+    batches on `device`, for the activation correlations of matched latents. One forward per
+    place, kept while its pairs are matched (`pairs` lists a place's pairs together)."""
+
+    def __init__(self, model: ModelSource, data: Any, n_tokens: int, device: Any) -> None:
+        self.model, self.data, self.n_tokens, self.device = model, data, n_tokens, device
+        self.place: Place | None = None
+        self.batches: list[Tensor] = []
+
+    def __call__(self, place: Place) -> list[Tensor]:
+        if place != self.place:
+            self.place, self.batches = place, []
+            first = 1 if self.data.exclude_first else 0
+            per_context = self.data.tokens.shape[1] - first
+            contexts = self.data.tokens[: -(-self.n_tokens // per_context)]
+            for batch in contexts.split(self.data.batch_size):
+                acts, _ = self.model.capture(
+                    batch.to(self.device), [place.hook], stop_at_layer=place.layer + 1
+                )
+                self.batches.append(acts[place.hook][:, first:].flatten(0, 1).float())
+        return self.batches
+
+
 def match_sweep(
-    out_dir: Path, every: list[Entry], model: ModelSource, device: Any
+    out_dir: Path,
+    every: list[Entry],
+    model: ModelSource,
+    device: Any,
+    inputs: PlaceInputs,
 ) -> list[dict[str, Any]]:
     """`sweep.match=true`: the SAEs at each place matched in the pairs `match.pairs` picks by
-    their measured L0. Each pair's record (`saelab match --out`'s schema, each side with its
-    run folder) goes to `matches/<location>/<layer>/<A folder>__<B folder>.json`, the summaries
-    to `matches.json`. A pair whose file records both SAEs' present sha256 is not redone
-    (resume); two SAEs are loaded at a time (`match` bounds the products)."""
+    their measured L0, and with `sweep.match_tokens` > 0 each latent's activation correlation
+    with its match on those tokens (`inputs`). Each pair's record (`saelab match --out`'s
+    schema, each side with its run folder) goes to
+    `matches/<location>/<layer>/<A folder>__<B folder>.json`, the summaries to
+    `matches.json`. A pair whose file records both SAEs' present sha256 (and correlations,
+    if asked) is not redone (resume); two SAEs are loaded at a time (`match` bounds the
+    products)."""
     runs = {e.name: json.loads((out_dir / e.name / "metrics.json").read_text()) for e in every}
     candidates = [
         Candidate(e.name, e.place.name, e.family,
@@ -219,25 +254,34 @@ def match_sweep(
     for a, b, why in pairs(candidates):
         relative = f"matches/{a.place}/{entry[a.name].folder}__{entry[b.name].folder}.json"
         shas = [runs[c.name]["provenance"]["sae_sha256"] for c in (a, b)]
-        done = finished(out_dir / relative, shas)
+        done = finished(out_dir / relative, shas, inputs.n_tokens)
         if done is None:
-            found = match(load(a.name).sae, load(b.name).sae, device=device)
-            done = record(found, about(load(a.name), run=a.name), about(load(b.name), run=b.name))
+            sae_a, sae_b = load(a.name).sae.to(device), load(b.name).sae.to(device)
+            found = match(sae_a, sae_b, device=device)
+            correlation = None
+            if inputs.n_tokens > 0:
+                batches = inputs(entry[a.name].place)
+                correlation = correlations(sae_a, sae_b, found.best, batches)
+            sides = about(load(a.name), run=a.name), about(load(b.name), run=b.name)
+            n_tokens = sum(len(x) for x in inputs.batches) if correlation is not None else 0
+            done = record(found, *sides, correlation, n_tokens)
             write_json(out_dir / relative, done)
         summaries.append({
             "a": a.name, "b": b.name, "place": a.place, "pairing": why, "file": relative,
             "l0_a": a.l0, "l0_b": b.l0, "n_latents_a": a.n_latents, "n_latents_b": b.n_latents,
-            **{key: done[key] for key in SUMMARY},
+            **{key: done[key] for key in SUMMARY}, "mean_correlation": done.get("mean_correlation"),
         })  # fmt: skip
     write_json(out_dir / MATCHES_FILE, summaries)
     return summaries
 
 
-def finished(path: Path, shas: list[str | None]) -> dict[str, Any] | None:
-    """A pair's record if its file is complete and matched these very SAEs, else None."""
+def finished(path: Path, shas: list[str | None], match_tokens: int) -> dict[str, Any] | None:
+    """A pair's record if its file is complete, matched these very SAEs and correlated their
+    latents as `sweep.match_tokens` asks (or not at all for 0), else None."""
     try:
         done = json.loads(path.read_text())
         same = [done["a"]["sha256"], done["b"]["sha256"]] == shas and None not in shas
-        return done if same and all(key in done for key in SUMMARY) else None
+        correlated = ("correlation" in done) == (match_tokens > 0)
+        return done if same and correlated and all(key in done for key in SUMMARY) else None
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -301,6 +301,7 @@ const MATCH_COLUMNS = [
   ["matched_above_0.9", "matched > 0.9", "fraction of A's latents whose best match in B has decoder cosine above 0.9"],
   ["split_fraction", "split", "fraction of A's latents with two or more of B's latents above the split threshold"],
   ["mean_cosine", "mean cosine", "mean over A's latents of the cosine of its best match in B"],
+  ["mean_correlation", "mean act. corr.", "mean over A's latents (those firing in the correlated tokens, sweep.match_tokens) of the correlation of its activations with its best match's in B"],
 ];
 
 // The served sweeps' matched pairs (`sweep.match=true`, `matches.json`): one row per pair,
@@ -325,7 +326,7 @@ function matchTable(folders, rows) {
   if (!body.length) return null;
   const head = [folders.length > 1 ? "folder" : null, "place", "A", "B", "pairing", "L0 A → B"].filter(Boolean).map((t) => h("th", {}, t));
   return section("Latents matched across SAEs",
-    h("p", { class: "caption muted" }, "Pairs of SAEs at one place (sweep.match=true): each SAE with its family neighbours in L0 order and with the other families' SAE nearest in L0. For each latent of A, the latent of B with the most similar decoder direction; per latent: the pair's JSON, and links on the latent pages where both exports are served."),
+    h("p", { class: "caption muted" }, "Pairs of SAEs at one place (sweep.match=true): each SAE with its family neighbours in L0 order and with the other families' SAE nearest in L0. For each latent of A, the latent of B with the most similar decoder direction, and how alike their activations are on the sweep's first tokens; per latent: the pair's JSON, and links on the latent pages where both exports are served."),
     h("div", { class: "table-wrap" }, h("table", { class: "match-table" },
       h("thead", {}, h("tr", {}, head, MATCH_COLUMNS.map(([, label, hint]) => h("th", { class: "num", title: hint }, label)), h("th", {}, "file"))),
       h("tbody", {}, body))));
