@@ -112,7 +112,10 @@ def test_a_latent_links_its_permuted_copy_and_back(page, server, latent):
     links = page.locator("ul.cross-matches a.cross-match")
     assert links.count() == 1
     assert links.first.inner_text() == f"{RUN_B} #{INVERSE[latent]}"
-    assert "cos 1 · its best match" in page.locator("ul.cross-matches li").first.inner_text()
+    assert (
+        "cos 1 · its best match · act. corr. "
+        in page.locator("ul.cross-matches li").first.inner_text()
+    )
     links.first.click()
     target = f"#/r/{b}/l/{INVERSE[latent]}"
     page.wait_for_selector(f'body[data-ready="{target}"]')
@@ -125,6 +128,20 @@ def test_a_latent_links_its_permuted_copy_and_back(page, server, latent):
 
 def api(server, query: str) -> dict:
     return json.loads(urllib.request.urlopen(f"{server.url}api/matches?{query}").read())
+
+
+def test_a_sweeps_links_carry_the_activation_correlation(server, sweep):
+    """Both ways, the link's correlation is the record's for A's latent: 1 where it fires, null
+    (none) where it is silent in the correlated tokens."""
+    (summary,) = json.loads((sweep / "matches.json").read_text())
+    correlation = json.loads((sweep / summary["file"]).read_text())["correlation"]
+    a, b = export_index(server, RUN_A), export_index(server, RUN_B)
+    for latent in (i for i in range(N) if i in (0, 1) or correlation[i] is None):
+        (best,) = api(server, f"export={a}&latent={latent}")["matches"]
+        (back,) = api(server, f"export={b}&latent={INVERSE[latent]}")["matches"]
+        assert (best["latent"], back["latent"]) == (INVERSE[latent], latent)
+        for link in (best, back):
+            assert link["correlation"] == (None if correlation[latent] is None else 1.0)
 
 
 def test_matches_file_links_two_served_exports(sweep, match_file):
@@ -191,6 +208,10 @@ def test_bad_match_files_are_one_line_and_exit_2(tmp_path, sweep, match_file, ca
         ([*exports], edited(good, tmp_path, lambda r: r["best"].__setitem__(0, N)),
          "'best' must hold latents of B"),
         ([*exports], edited(good, tmp_path, lambda r: r.pop("a")), "'a' must give"),
+        ([*exports], edited(good, tmp_path, lambda r: r.update(correlation=[0.5])),
+         f"'correlation' must list one value per latent of A \\({N}\\)"),
+        ([*exports], edited(good, tmp_path, lambda r: r.update(correlation=["x"] * N)),
+         "'correlation' must hold numbers or null"),
     ]  # fmt: skip
     for dirs, path, message in cases:
         with pytest.raises(SystemExit) as exit_:

@@ -27,13 +27,15 @@ REVERSE_SHOWN = 10  # a latent of B lists at most this many of the A latents mat
 
 @dataclass
 class Link:
-    """One record between the served exports `a` and `b`: `best[i]`, `cosine[i]` for A's
-    latent i, and for each latent of B the A latents matched to it, best first."""
+    """One record between the served exports `a` and `b`: `best[i]`, `cosine[i]` (and, from a
+    sweep, the activation `correlation[i]`) for A's latent i, and for each latent of B the A
+    latents matched to it, best first."""
 
     a: int
     b: int
     best: list[int]
     cosine: list[float]
+    correlation: list[float | None] = field(default_factory=list)
     reverse: dict[int, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -67,6 +69,11 @@ def check(record: Any, name: str) -> dict[str, Any]:
         raise UserError(f"{name}: 'best' must hold latents of B (0 to {n_b - 1})")
     if not all(isinstance(c, (int, float)) for c in cosine):
         raise UserError(f"{name}: 'cosine' must hold numbers")
+    correlation = record.get("correlation", [])
+    if not isinstance(correlation, list) or (correlation and len(correlation) != n_a):
+        raise UserError(f"{name}: 'correlation' must list one value per latent of A ({n_a})")
+    if not all(c is None or isinstance(c, (int, float)) for c in correlation):
+        raise UserError(f"{name}: 'correlation' must hold numbers or null")
     return record
 
 
@@ -113,7 +120,8 @@ def link(record: dict[str, Any], exports: dict[str, Run], name: str, strict: boo
                 f"{name}: SAE {side.upper()} has {record[side]['n_latents']} latents but its "
                 f"export {run.path} has {n}"
             )
-    return Link(a.index, b.index, record["best"], [float(c) for c in record["cosine"]])
+    cosine = [float(c) for c in record["cosine"]]
+    return Link(a.index, b.index, record["best"], cosine, record.get("correlation", []))
 
 
 def links(runs: list[Run], files: list[Path]) -> list[Link]:
@@ -146,13 +154,17 @@ def latent_links(all_links: list[Link], export: int, latent: int) -> list[dict[s
     """`/api/matches?export=<n>&latent=<id>`: that latent's best match in each other export
     matched from it, and the latents of other exports whose best match it is."""
     out = []
+
+    def entry(one: Link, other: int, i: int, j: int, direction: str) -> dict[str, Any]:
+        """A's latent `i` and B's `j`, its best match: the one in export `other`."""
+        found = {"export": other, "latent": j if other == one.b else i,
+                 "cosine": one.cosine[i], "direction": direction}  # fmt: skip
+        return found | ({"correlation": one.correlation[i]} if one.correlation else {})
+
     for one in all_links:
         if one.a == export and 0 <= latent < len(one.best):
-            j = one.best[latent]
-            out.append({"export": one.b, "latent": j, "cosine": one.cosine[latent],
-                        "direction": "best"})  # fmt: skip
+            out.append(entry(one, one.b, latent, one.best[latent], "best"))
         if one.b == export:
             for i in one.reverse.get(latent, [])[:REVERSE_SHOWN]:
-                out.append({"export": one.a, "latent": i, "cosine": one.cosine[i],
-                            "direction": "matched to this"})  # fmt: skip
+                out.append(entry(one, one.a, i, latent, "matched to this"))
     return out

@@ -146,10 +146,10 @@ function explanationPanel(x) {
 // SAE matched from it, and the latents of other SAEs whose best match it is.
 function crossMatches(matches) {
   return section("Matches in other SAEs",
-    h("p", { class: "caption muted" }, "By cosine similarity of decoder directions (saelab match): this latent's best match in another SAE, or a latent there whose best match is this one."),
+    h("p", { class: "caption muted" }, "By cosine similarity of decoder directions (saelab match): this latent's best match in another SAE, or a latent there whose best match is this one; from a sweep, act. corr. is how alike the two latents' activations are on its first tokens (sweep.match_tokens)."),
     h("ul", { class: "cross-matches" }, matches.map((m) => h("li", { "data-export": m.export, "data-direction": m.direction },
       h("a", { href: `#/r/${m.export}/l/${m.latent}`, class: "cross-match", title: m.title }, `${m.label} #${m.latent}`), " ",
-      h("span", { class: "muted" }, `cos ${fmt(m.cosine, 3)} · ${m.direction === "best" ? "its best match" : "matched to this"}`)))));
+      h("span", { class: "muted" }, `cos ${fmt(m.cosine, 3)} · ${m.direction === "best" ? "its best match" : "matched to this"}${"correlation" in m ? ` · act. corr. ${fmt(m.correlation, 3)}` : ""}`)))));
 }
 
 export function renderLatent(r, { link, title, subtitle, matches = [] }) {
