@@ -82,6 +82,16 @@ def relu_mlp_checkpoint(tmp_path: Path) -> Path:
     return write_openai_checkpoint(tmp_path / "relu.pt", 512, 4 * TINY_MODEL["d_model"], k=None)
 
 
+def fed(plugin, batches, sae):
+    """`plugin` set up for `sae` alone and updated with each of `batches`: compute it next."""
+    from saelab.evals.base import RunContext
+
+    plugin.setup(RunContext.of_sae(sae))
+    for batch in batches:
+        plugin.update(batch)
+    return plugin
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
     from saelab.sources.models import random_gpt2

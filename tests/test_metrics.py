@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from saelab.evals import Density, Downstream, Reconstruction
-from saelab.evals.base import EvalBatch, RunContext
+from saelab.evals.base import EvalBatch
 from saelab.sae.autoencoder import Autoencoder
+from tests.conftest import fed
 
 D, N_LATENTS = 6, 20
 
@@ -31,10 +32,7 @@ def make_batch(seed: int, dense_latents: bool = False, vocab: int = 11) -> EvalB
 
 
 def feed(plugin, batches):
-    plugin.setup(RunContext.of_sae(Autoencoder(N_LATENTS, D, k=3)))
-    for b in batches:
-        plugin.update(b)
-    return plugin
+    return fed(plugin, batches, Autoencoder(N_LATENTS, D, k=3))
 
 
 def run(plugin, batches):

@@ -12,6 +12,7 @@ from saelab.evals import Downstream, Reconstruction
 from saelab.evals.base import EvalBatch, RunContext
 from saelab.evals.stderr import paired, standard_error
 from saelab.sae.autoencoder import Autoencoder
+from tests.conftest import fed
 
 D, N_LATENTS, T, VOCAB = 5, 16, 6, 9
 
@@ -51,10 +52,7 @@ def batches(
 
 
 def feed(plugin, data):
-    plugin.setup(RunContext.of_sae(Autoencoder(N_LATENTS, D, k=3)))
-    for batch in data:
-        plugin.update(batch)
-    return plugin
+    return fed(plugin, data, Autoencoder(N_LATENTS, D, k=3))
 
 
 def evaluate(plugin, data):

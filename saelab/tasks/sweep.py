@@ -258,13 +258,10 @@ def match_sweep(
         if done is None:
             sae_a, sae_b = load(a.name).sae.to(device), load(b.name).sae.to(device)
             found = match(sae_a, sae_b, device=device)
-            correlation = None
-            if inputs.n_tokens > 0:
-                batches = inputs(entry[a.name].place)
-                correlation = correlations(sae_a, sae_b, found.best, batches)
+            batches = inputs(entry[a.name].place) if inputs.n_tokens > 0 else []
+            correlation = correlations(sae_a, sae_b, found.best, batches) if batches else None
             sides = about(load(a.name), run=a.name), about(load(b.name), run=b.name)
-            n_tokens = sum(len(x) for x in inputs.batches) if correlation is not None else 0
-            done = record(found, *sides, correlation, n_tokens)
+            done = record(found, *sides, correlation, sum(len(x) for x in batches))
             write_json(out_dir / relative, done)
         summaries.append({
             "a": a.name, "b": b.name, "place": a.place, "pairing": why, "file": relative,
